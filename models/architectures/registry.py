@@ -1,0 +1,91 @@
+"""Named architecture configurations: the vocabulary users and artifacts share."""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from .cnn import CNN, CNNConfig
+from .mlp import MLP, MLPConfig
+from .resnet import ResNet, ResNetConfig
+from .vit import ViT, ViTConfig
+
+FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
+    "mlp": (MLPConfig, MLP),
+    "cnn": (CNNConfig, CNN),
+    "resnet": (ResNetConfig, ResNet),
+    "vit": (ViTConfig, ViT),
+}
+
+
+class UnknownArchitectureError(ValueError):
+    """Raised for an architecture name that is not registered."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    family: str  # key of FAMILIES
+    config: Any  # the family's Config dataclass
+    dataset: str  # dataset the registered zoo is trained on ("digits", "fashion-mnist", ...)
+    input_shape: tuple[int, ...]  # one example, without the batch axis
+
+    def build(self) -> nn.Module:
+        """A freshly initialized module (use torch.manual_seed first for determinism)."""
+        return FAMILIES[self.family][1](self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "config": asdict(self.config),
+            "dataset": self.dataset,
+            "input_shape": list(self.input_shape),
+        }
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in [
+        Architecture("mlp-digits", "mlp", MLPConfig(in_features=64, hidden=(32, 32)), "digits", (1, 8, 8)),
+        # The reference paper's Fashion-MNIST zoo: 784-128-128-10.
+        Architecture(
+            "mlp-fashion", "mlp", MLPConfig(in_features=784, hidden=(128, 128)), "fashion-mnist", (1, 28, 28)
+        ),
+        Architecture(
+            "cnn-fashion",
+            "cnn",
+            CNNConfig(in_channels=1, channels=(16, 32, 32)),
+            "fashion-mnist",
+            (1, 28, 28),
+        ),
+        # ResNet-20 layout at half width (8-16-32 channels) so a zoo trains on CPU.
+        Architecture(
+            "resnet20-fashion",
+            "resnet",
+            ResNetConfig(in_channels=1, stage_blocks=(3, 3, 3), base_width=8),
+            "fashion-mnist",
+            (1, 28, 28),
+        ),
+        Architecture("vit-fashion", "vit", ViTConfig(), "fashion-mnist", (1, 28, 28)),
+        # ResNet-18-sized (11.2M parameters) for benchmarks only; no zoo is trained for it.
+        Architecture(
+            "resnet18-cifar",
+            "resnet",
+            ResNetConfig(in_channels=3, stage_blocks=(2, 2, 2, 2), base_width=64),
+            "cifar10",
+            (3, 32, 32),
+        ),
+    ]
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look up a registered architecture; unknown names list the known ones."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}; known architectures: {known}"
+        ) from None

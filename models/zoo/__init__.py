@@ -1,0 +1,1 @@
+"""Datasets, batched zoo training, zoo storage and evaluation."""

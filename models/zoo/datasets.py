@@ -1,0 +1,175 @@
+"""Datasets with deterministic train / validation / test splits.
+
+- `fashion-mnist`: the original gzip IDX files (60k train, 10k test, 28x28).
+  The validation split is carved from the training files, never from the test set.
+- `digits`: scikit-learn's bundled 8x8 digits (1,797 images), the fastest real data.
+
+Images come as float32 (N, 1, H, W), standardized with the training split's
+pixel mean and std; labels as int64 (N,). Nothing is downloaded.
+"""
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+SPLIT_SEED = 0  # fixes which examples form the validation (and, for digits, test) split
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset files are not in any searched directory; the message says where to put them."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 1, H, W) float32, standardized
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    fingerprint: str  # sha256 over the raw arrays and the split recipe
+
+
+def fashion_search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for the Fashion-MNIST files, in order.
+
+    1. `data_dir` (argument), 2. `$DWF_DATA_DIR` and `$DWF_DATA_DIR/fashion-mnist`,
+    3. `../shared/data/fashion-mnist` beside the repository, 4. `./data/fashion-mnist`
+    in the repository, 5. `/usr/share/datasets/fashion-mnist` (Debian's
+    `dataset-fashion-mnist`).
+    """
+    candidates: list[Path] = []
+    if data_dir is not None:
+        candidates += [Path(data_dir), Path(data_dir) / "fashion-mnist"]
+    if env := os.environ.get("DWF_DATA_DIR"):
+        candidates += [Path(env), Path(env) / "fashion-mnist"]
+    candidates += [
+        REPO_ROOT.parent / "shared" / "data" / "fashion-mnist",
+        REPO_ROOT / "data" / "fashion-mnist",
+        Path("/usr/share/datasets/fashion-mnist"),
+    ]
+    return candidates
+
+
+def find_fashion_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    searched = fashion_search_path(data_dir)
+    for directory in searched:
+        if all((directory / f).is_file() for f in FASHION_FILES.values()):
+            return directory
+    raise DatasetNotFoundError(
+        "Fashion-MNIST not found. Put the four gzip IDX files ("
+        + ", ".join(FASHION_FILES.values())
+        + ") in one of: "
+        + ", ".join(str(d) for d in searched)
+        + "; or set DWF_DATA_DIR to their folder; or `apt-get install dataset-fashion-mnist`."
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse a gzip IDX file: big-endian magic (0x0000, dtype 0x08, ndim), uint32 dims, uint8 data."""
+    raw = gzip.decompress(path.read_bytes())
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not a uint8 IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape)
+
+
+def split_indices(n: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (kept, held-out) index arrays, both sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[holdout:]), np.sort(order[:holdout])
+
+
+def make_dataset(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    scale: float,
+) -> Dataset:
+    """Standardize uint8-range images with the training split's pixel statistics; hash everything."""
+    digest = hashlib.sha256(f"{name}:{SPLIT_SEED}".encode())
+    for images, labels in (train, val, test):
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    train_pixels = train[0].astype(np.float32) / scale
+    mean, std = float(train_pixels.mean()), float(train_pixels.std())
+
+    def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+        x = (torch.from_numpy(images.astype(np.float32) / scale) - mean) / std
+        return Split(x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)))
+
+    return Dataset(name, to_split(*train), to_split(*val), to_split(*test), num_classes, digest.hexdigest())
+
+
+@lru_cache(maxsize=4)
+def load_fashion_mnist(data_dir: str | None = None, val_size: int = 5000) -> Dataset:
+    directory = find_fashion_dir(data_dir)
+    arrays = {key: read_idx(directory / f) for key, f in FASHION_FILES.items()}
+    keep, held = split_indices(len(arrays["train_labels"]), val_size)
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    return make_dataset(
+        "fashion-mnist",
+        (images[keep], labels[keep]),
+        (images[held], labels[held]),
+        (arrays["test_images"], arrays["test_labels"]),
+        num_classes=10,
+        scale=255.0,
+    )
+
+
+@lru_cache(maxsize=1)
+def load_digits_dataset(val_size: int = 180, test_size: int = 360) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images, labels = bunch.images.astype(np.float32), bunch.target  # (1797, 8, 8) in [0, 16]
+    rest, test = split_indices(len(labels), test_size)
+    keep, held = split_indices(len(rest), val_size, seed=SPLIT_SEED + 1)
+    train, val = rest[keep], rest[held]
+    return make_dataset(
+        "digits",
+        (images[train], labels[train]),
+        (images[val], labels[val]),
+        (images[test], labels[test]),
+        num_classes=10,
+        scale=16.0,
+    )
+
+
+DATASET_NAMES = ("digits", "fashion-mnist")
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Load a dataset by name ("fashion-mnist" or "digits")."""
+    if name == "fashion-mnist":
+        return load_fashion_mnist(data_dir)
+    if name == "digits":
+        return load_digits_dataset()
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
