@@ -189,3 +189,41 @@ def predictions(
             ],
             dim=1,
         )
+
+
+def recalibrate_batchnorm(
+    module: nn.Module, stacked: StateDict, images: torch.Tensor, batch_size: int = 500
+) -> dict[str, torch.Tensor]:
+    """Recompute BatchNorm running statistics of K networks from `images` (N, ...).
+
+    Each running mean/var becomes the batch-size-weighted average of the
+    per-batch statistics over `images` (what PyTorch's momentum=None gives for
+    equal batches), computed in train mode; parameters are untouched. Returns
+    a new stacked state dict; a network without BatchNorm comes back unchanged.
+    Use training data here, never the test set.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return dict(stacked)
+    state = {k: v.clone() for k, v in stacked.items()}
+    stat_keys = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    sums = {k: torch.zeros_like(state[k]) for k in stat_keys}
+    momenta = [m.momentum for m in norms]
+    was_training = module.training
+    try:
+        for m in norms:
+            m.momentum = 1.0  # running statistics := this batch's statistics
+        module.train()
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+                batched_forward(module, state, batch)
+                for k in stat_keys:
+                    sums[k] += state[k] * len(batch)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        module.train(was_training)
+    for k in stat_keys:
+        state[k] = sums[k] / len(images)
+    return state

@@ -1,0 +1,53 @@
+"""Shared benchmark plumbing: machine description, a printed table, a JSON record."""
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """Median wall time in seconds over `repeats` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2], result
+
+
+def report(
+    name: str, title: str, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> Path:
+    """Print `rows` as a table and write them with the machine description to results/<name>.json."""
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="right" if isinstance(rows[0][column], int | float) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), "rows": list(rows), **(extra or {})}
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,1 @@
+"""Shared pytest configuration: the repository root is the rootdir, so `models`, `service`, ... import."""
