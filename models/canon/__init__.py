@@ -1,0 +1,41 @@
+"""Permutation symmetries of weight space: specs as plain data, Git Re-Basin weight
+matching, TransFusion for attention heads, and zoo canonicalization."""
+
+from .canonicalize import CanonicalizationResult, canonicalize
+from .matching import MatchingResult, run_weight_matching, weight_matching
+from .permute import (
+    Permutations,
+    apply_permutation,
+    identity_permutation,
+    perm_sizes,
+    random_permutation,
+)
+from .spec import (
+    HeadGroup,
+    PermutationSpec,
+    cnn_spec,
+    mlp_spec,
+    resnet_spec,
+    spec_for,
+    vit_spec,
+)
+
+__all__ = [
+    "CanonicalizationResult",
+    "HeadGroup",
+    "MatchingResult",
+    "PermutationSpec",
+    "Permutations",
+    "apply_permutation",
+    "canonicalize",
+    "cnn_spec",
+    "identity_permutation",
+    "mlp_spec",
+    "perm_sizes",
+    "random_permutation",
+    "resnet_spec",
+    "run_weight_matching",
+    "spec_for",
+    "vit_spec",
+    "weight_matching",
+]
