@@ -1,0 +1,152 @@
+"""Generator settings against (accuracy, novelty), with the baselines at the same novelty.
+
+Each setting fits an encoder + flow on the canonical zoo, generates `count`
+networks and measures them on the VALIDATION split (the shipped setting is
+chosen here, never on the test set), next to a zoo member + Gaussian noise and
+an interpolation between two aligned members at the same novelty ratio.
+
+Choice rule (in order): the most novel setting meeting the aim (r >= 0.25 and
+mean accuracy >= zoo mean - 0.5); else the most accurate one meeting the bar
+(r >= 0.10, generated-to-generated ratio >= 0.10, accuracy >= zoo mean - 1,
+>= 90% of networks at or above the zoo minimum); else the most accurate.
+
+Run: python -m bench.generator_sweep --architecture mlp-fashion [--zoo DIR] [--quick]
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import report
+from models.build_generator import GeneratorRecipe, fit_flow, recipe_for, write_generator
+from models.evaluation import evaluate_generator
+from models.generator import Generator
+from models.zoo.canonical import load_canonical_zoo
+from models.zoo.datasets import load_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRecipe, int | None]]:
+    """(label, recipe, zoo members used or None for all)."""
+    it = base.train.iterations
+
+    def with_train(**kw: Any) -> GeneratorRecipe:
+        return replace(base, train=replace(base.train, **kw))
+
+    grid = [
+        ("shipped", base, None),
+        ("pca16", replace(base, n_components=16), None),
+        ("pca32", replace(base, n_components=32), None),
+        ("pca-full", replace(base, n_components=None), None)
+        if quick
+        else ("pca99", replace(base, n_components=99), None),
+        ("iters/4", with_train(iterations=max(it // 4, 100)), None),
+        ("iters*3", with_train(iterations=it * 3), None),
+        ("iters*10", with_train(iterations=it * 10), None),
+        ("hidden512", replace(base, hidden=512), None),
+        ("dropout0", replace(base, dropout=0.0), None),
+        ("ot-pairing", with_train(minibatch_ot=True), None),
+        ("half-zoo", base, 50),
+    ]
+    return grid[:4] if quick else grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--architecture", default="mlp-fashion")
+    parser.add_argument("--zoo", type=Path, default=None)
+    parser.add_argument("--template", default=None, help="canonical template kind (default: the zoo's best)")
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="four settings only")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (small ops run best on one)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    canonical = load_canonical_zoo(
+        args.zoo or REPO_ROOT / "build" / "zoos" / args.architecture, args.template
+    )
+    architecture = canonical.zoo.architecture
+    dataset = load_dataset(architecture.dataset)
+    rows, work = [], Path(tempfile.mkdtemp())
+    for label, recipe, members in settings(recipe_for(architecture.name), args.quick):
+        stacked = canonical.zoo.stacked
+        if members is not None:
+            stacked = {k: v[:members] for k, v in stacked.items()}
+        start = time.perf_counter()
+        encoder, flow, _ = fit_flow(stacked, architecture, recipe)
+        fit_s = time.perf_counter() - start
+        directory = work / label / architecture.name
+        write_generator(
+            directory,
+            architecture,
+            canonical.template,
+            encoder,
+            flow,
+            dataset,
+            recipe,
+            {"zoo": {"template": canonical.kind}},
+        )
+        generator = Generator.load(directory, device="cpu")
+        table = evaluate_generator(
+            generator, stacked, dataset.val, args.count, steps_sweep=(), split_name="val"
+        ).table["rows"]
+        zoo, gen = table["zoo"], table["generated"]
+        noise = next(v for k, v in table.items() if k.startswith("noise@"))
+        interp = next(v for k, v in table.items() if k.startswith("interp@"))
+        rows.append(
+            {
+                "setting": label,
+                "pca": str(recipe.n_components),
+                "hidden": recipe.hidden,
+                "iters": recipe.train.iterations,
+                "members": members or canonical.zoo.size,
+                "fit s": fit_s,
+                "zoo acc": zoo["mean"],
+                "gen acc": gen["mean"],
+                "gen min": gen["min"],
+                ">= zoo min": gen["share_at_or_above_zoo_min"],
+                "r": gen["novelty_ratio"],
+                "gen-gen r": gen["self_l2_median"] / zoo["nearest_zoo_l2_median"],
+                "IoU": gen["error_iou_median"],
+                "zoo IoU": zoo["error_iou_median"],
+                "noise acc @r": noise["mean"],
+                "interp acc @r": interp["mean"],
+            }
+        )
+        print(json.dumps(rows[-1]))
+    chosen = choose(rows)
+    report(
+        f"generator_sweep_{architecture.name}",
+        f"{architecture.name}: settings vs (accuracy, novelty), validation split, {args.count} networks each",
+        rows,
+        {"chosen": chosen, "template": canonical.kind},
+    )
+    print(f"chosen on validation: {chosen}")
+
+
+def choose(rows: list[dict[str, Any]]) -> str:
+    aim = [r for r in rows if r["r"] >= 0.25 and r["gen acc"] >= r["zoo acc"] - 0.5]
+    if aim:
+        return max(aim, key=lambda r: r["r"])["setting"]
+    bar = [
+        r
+        for r in rows
+        if r["r"] >= 0.10
+        and r["gen-gen r"] >= 0.10
+        and r["gen acc"] >= r["zoo acc"] - 1.0
+        and r[">= zoo min"] >= 0.9
+    ]
+    return max(bar or rows, key=lambda r: r["gen acc"])["setting"]
+
+
+if __name__ == "__main__":
+    main()

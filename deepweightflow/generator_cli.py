@@ -1,0 +1,182 @@
+"""`dwf generator build`, `dwf evaluate` and local `dwf generate`: generators from zoos, no server.
+
+torch and models are imported inside the commands, so `dwf --help` stays fast.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from deepweightflow.zoo_cli import console, progress_bar, user_errors
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GENERATORS = REPO_ROOT / "generators"
+DEFAULT_ZOOS = REPO_ROOT / "build" / "zoos"
+
+generator_app = typer.Typer(help="Build and inspect generator artifacts.", no_args_is_help=True)
+
+GeneratorsOption = Annotated[Path, typer.Option(help="Folder of generator artifacts.")]
+ZooOption = Annotated[Path | None, typer.Option(help="Canonicalized zoo folder (default build/zoos/ARCH).")]
+
+
+@generator_app.command("build")
+def build(
+    architecture: Annotated[str, typer.Argument(help="Registered architecture with a canonicalized zoo.")],
+    zoo: ZooOption = None,
+    generators: GeneratorsOption = DEFAULT_GENERATORS,
+    components: Annotated[int | None, typer.Option(help="PCA components (default: the recipe's).")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Velocity network width.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Flow training steps.")] = None,
+    evaluate_count: Annotated[
+        int, typer.Option(help="Networks generated for the card's table; 0 skips.")
+    ] = 100,
+) -> None:
+    """Fit the encoder and flow on ARCHITECTURE's canonical zoo; write generators/ARCHITECTURE/."""
+    with user_errors():
+        from dataclasses import replace
+
+        from models.build_generator import build_from_zoo, recipe_for
+
+        recipe = recipe_for(architecture)
+        if components is not None:
+            recipe = replace(recipe, n_components=components)
+        if hidden is not None:
+            recipe = replace(recipe, hidden=hidden)
+        if iterations is not None:
+            recipe = replace(recipe, train=replace(recipe.train, iterations=iterations))
+        out = generators / architecture
+        with progress_bar() as progress:
+            task = progress.add_task("flow training", total=recipe.train.iterations)
+
+            def on_step(done: int, total: int, loss: float) -> None:
+                progress.update(task, completed=done, description=f"flow training (loss {loss:.4f})")
+
+            build_from_zoo(zoo or DEFAULT_ZOOS / architecture, out, recipe, progress=on_step)
+        console.print(f"wrote {out}")
+        if evaluate_count:
+            run_evaluation(architecture, zoo, generators, evaluate_count, seed=0)
+
+
+@generator_app.command("list")
+def list_generators(generators: GeneratorsOption = DEFAULT_GENERATORS) -> None:
+    """The generator artifacts found, with their zoo and generated accuracy."""
+    from models.store import discover_generators, read_card
+
+    table = Table(title=f"generators in {generators}")
+    for column in ("name", "parameters", "zoo test acc %", "generated test acc %", "novelty r"):
+        table.add_column(column)
+    for name, path in discover_generators(generators).items():
+        card = read_card(path, verify=False)
+        generated = card.get("generated", {})
+        table.add_row(
+            name,
+            f"{card['parameter_count']:,}",
+            stats_text(card["zoo"]["test_accuracy"]),
+            stats_text(generated.get("test_accuracy")),
+            f"{generated.get('novelty_ratio', float('nan')):.2f}",
+        )
+    console.print(table)
+
+
+def stats_text(stats: dict[str, float] | None) -> str:
+    return "-" if not stats else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
+def evaluate(
+    architecture: Annotated[str, typer.Argument(help="Generator to evaluate.")],
+    zoo: ZooOption = None,
+    generators: GeneratorsOption = DEFAULT_GENERATORS,
+    count: Annotated[int, typer.Option(help="Networks to generate.")] = 100,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    split: Annotated[str, typer.Option(help="test (reported) or val (for choosing settings).")] = "test",
+) -> None:
+    """Zoo vs generated vs baselines: accuracy, novelty, steps; recorded in card.json + evaluation.png."""
+    with user_errors():
+        run_evaluation(architecture, zoo, generators, count, seed, split)
+
+
+def run_evaluation(
+    architecture: str, zoo: Path | None, generators: Path, count: int, seed: int, split: str = "test"
+) -> None:
+    from models.evaluation import evaluate_generator, record_evaluation
+    from models.generator import Generator
+    from models.zoo.canonical import load_canonical_zoo
+    from models.zoo.datasets import load_dataset
+
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    generator = Generator.load(generators / architecture)
+    canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card["zoo"]["template"])
+    data = getattr(load_dataset(generator.architecture.dataset), split)
+    with console.status(f"evaluating {count} generated {architecture} networks on the {split} split"):
+        evaluation = evaluate_generator(generator, canonical.zoo.stacked, data, count, seed, split_name=split)
+    print_evaluation(architecture, evaluation.table)
+    if split == "test":
+        record_evaluation(generators / architecture, evaluation)
+        console.print(f"recorded in {generators / architecture / 'card.json'} and evaluation.png")
+
+
+def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
+    out = Table(title=f"{architecture}: {table['count']} networks per row, {table['split']} split")
+    columns = (
+        "mean",
+        "std",
+        "min",
+        "max",
+        "share_at_or_above_zoo_min",
+        "novelty_ratio",
+        "nearest_zoo_l2_median",
+        "self_l2_median",
+        "error_iou_median",
+    )
+    out.add_column("row")
+    for column in columns:
+        out.add_column(column.replace("_", " "), justify="right")
+    for name, row in table["rows"].items():
+        out.add_row(name, *("-" if c not in row else f"{row[c]:.2f}" for c in columns))
+    console.print(out)
+    steps = Table(title="accuracy vs sampler steps")
+    for column in ("sampler", "steps", "mean", "std", "min"):
+        steps.add_column(column)
+    for row in table["steps_sweep"]:
+        steps.add_row(
+            row["sampler"], str(row["steps"]), f"{row['mean']:.2f}", f"{row['std']:.2f}", f"{row['min']:.2f}"
+        )
+    console.print(steps)
+
+
+def generate_local(
+    architecture: str,
+    count: int,
+    seed: int,
+    out: Path,
+    generators: Path,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> dict[str, str]:
+    """Generate from a local artifact with a progress bar; write the job-result safetensors file."""
+    from models.generator import Generator, write_result
+    from models.store import ArtifactError
+
+    directory = generators / architecture
+    if not (directory / "card.json").is_file():
+        from models.store import discover_generators
+
+        known = ", ".join(discover_generators(generators)) or "none"
+        raise ArtifactError(f"no generator {architecture!r} in {generators}; available: {known}")
+    generator = Generator.load(directory)
+    with progress_bar() as progress:
+        task = progress.add_task("sampling", total=count)
+        ensemble = generator.generate(
+            count, seed, sampler, steps, progress=lambda done, total: progress.update(task, completed=done)
+        )
+    write_result(out, ensemble)
+    if ensemble.val_accuracy is not None:
+        acc = ensemble.val_accuracy * 100
+        console.print(
+            f"validation accuracy: mean {acc.mean():.2f}%, min {acc.min():.2f}%, max {acc.max():.2f}%"
+        )
+    console.print(f"wrote {count} networks to {out}")
+    return ensemble.metadata

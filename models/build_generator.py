@@ -1,0 +1,157 @@
+"""Build a generator artifact from a canonical zoo: fit the encoder, train the flow, write the folder.
+
+canonical zoo (K networks, aligned to a template)
+  -> flat parameters (K, D) -> WeightEncoder (standardize + PCA) -> codes (K, d)
+  -> train_flow -> velocity network
+  -> artifact: card.json + template / encoder / flow / calibration safetensors
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from models.architectures import Architecture
+from models.flow import (
+    EncoderConfig,
+    FlowTrainConfig,
+    VelocityConfig,
+    WeightEncoder,
+    save_velocity,
+    train_flow,
+)
+from models.store import write_artifact
+from models.weightspace import WeightLayout
+from models.zoo.datasets import Dataset
+
+
+@dataclass(frozen=True)
+class GeneratorRecipe:
+    """Everything that decides a generator besides its zoo."""
+
+    n_components: int | None = 64  # PCA dimension of the codes; None = no PCA
+    whiten: str = "global"  # EncoderConfig.whiten
+    components_dtype: str = "float32"  # "float16" halves the artifact
+    hidden: int = 256  # velocity network width
+    depth: int = 1  # residual bottleneck blocks
+    dropout: float = 0.1
+    train: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(iterations=3000, batch_size=64))
+    sampler: str = "rk4"
+    steps: int = 16
+    calibration_size: int = 512  # training images kept for BatchNorm recalibration
+    validation_size: int = 1000  # validation images kept for per-network accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "train": asdict(self.train)}
+
+
+def fit_flow(
+    canonical: dict[str, torch.Tensor],
+    architecture: Architecture,
+    recipe: GeneratorRecipe,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[WeightEncoder, torch.nn.Module, list[float]]:
+    """Encoder and trained velocity network (EMA weights) for a canonical stacked zoo (K, ...)."""
+    layout = WeightLayout.from_module(architecture.build())
+    weights = layout.flatten_stacked(canonical)
+    components = None if recipe.n_components is None else min(recipe.n_components, len(weights))
+    encoder = WeightEncoder.fit(
+        weights,
+        layout,
+        EncoderConfig(
+            n_components=components, whiten=recipe.whiten, components_dtype=recipe.components_dtype
+        ),
+    )
+    codes = encoder.encode(weights)
+    velocity = VelocityConfig(
+        dim=codes.shape[1], hidden=recipe.hidden, depth=recipe.depth, dropout=recipe.dropout
+    )
+    trained = train_flow(codes, recipe.train, velocity, progress=progress)
+    return encoder, trained.model.cpu(), trained.history
+
+
+def calibration_batches(dataset: Dataset, recipe: GeneratorRecipe) -> dict[str, torch.Tensor]:
+    """Deterministic slices: calibration images from the training split, validation images and labels."""
+    return {
+        "calibration_images": dataset.train.images[: recipe.calibration_size].contiguous(),
+        "val_images": dataset.val.images[: recipe.validation_size].contiguous(),
+        "val_labels": dataset.val.labels[: recipe.validation_size].contiguous(),
+    }
+
+
+def write_generator(
+    directory: Path,
+    architecture: Architecture,
+    template: dict[str, torch.Tensor],
+    encoder: WeightEncoder,
+    flow: torch.nn.Module,
+    dataset: Dataset,
+    recipe: GeneratorRecipe,
+    card_extra: dict[str, Any],
+) -> None:
+    """Write the artifact folder atomically (models.store)."""
+    card = {
+        "name": directory.name,
+        "architecture": architecture.to_dict(),
+        "parameter_count": WeightLayout.from_module(architecture.build()).dim,
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
+        "recipe": recipe.to_dict(),
+        "encoder": {"code_dim": encoder.code_dim, **asdict(encoder.config)},
+        "sampler": {"method": recipe.sampler, "steps": recipe.steps},
+        **card_extra,
+    }
+    writers = {
+        "template.safetensors": lambda p: save_file({k: v.contiguous() for k, v in template.items()}, str(p)),
+        "encoder.safetensors": encoder.save,
+        "flow.safetensors": lambda p: save_velocity(flow, p),
+        "calibration.safetensors": lambda p: save_file(calibration_batches(dataset, recipe), str(p)),
+    }
+    write_artifact(directory, card, writers)
+
+
+def build_from_zoo(
+    zoo_dir: Path,
+    out_dir: Path,
+    recipe: GeneratorRecipe,
+    template_kind: str | None = None,
+    data_dir: str | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """Canonical zoo folder -> generator artifact folder `out_dir` (plus `loss.png` beside the files)."""
+    from models.flow.plotting import plot_loss_curve
+    from models.zoo.canonical import load_canonical_zoo
+    from models.zoo.datasets import load_dataset
+
+    canonical = load_canonical_zoo(zoo_dir, template_kind)
+    zoo, architecture = canonical.zoo, canonical.zoo.architecture
+    dataset = load_dataset(architecture.dataset, data_dir)
+    encoder, flow, history = fit_flow(zoo.stacked, architecture, recipe, progress)
+    test_acc = zoo.metric("test_acc") * 100
+    zoo_card = {
+        "size": zoo.size,
+        "template": canonical.kind,
+        "recipe": zoo.manifest.recipe,
+        "content_hash": zoo.manifest.canonical["source_content_hash"],
+        "test_accuracy": {
+            "mean": test_acc.mean().item(),
+            "std": test_acc.std().item(),
+            "min": test_acc.min().item(),
+            "max": test_acc.max().item(),
+        },
+    }
+    extra = {"zoo": zoo_card, "flow": {"final_loss": sum(history[-100:]) / len(history[-100:])}}
+    write_generator(Path(out_dir), architecture, canonical.template, encoder, flow, dataset, recipe, extra)
+    plot_loss_curve(history, Path(out_dir) / "loss.png")
+    return Path(out_dir)
+
+
+# Shipped settings per architecture (chosen on the validation split; see README "Generators").
+GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {}
+
+
+def recipe_for(architecture: str) -> GeneratorRecipe:
+    """The shipped recipe for `architecture`, or the generic default."""
+    return GENERATOR_RECIPES.get(architecture, GeneratorRecipe())

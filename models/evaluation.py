@@ -1,0 +1,131 @@
+"""Evaluate a generator against its zoo: accuracy, novelty and trivial baselines on one table.
+
+Every row is a set of networks measured on the test split:
+- `zoo`: the canonical zoo members (their own BatchNorm statistics);
+- `generated`: networks sampled from the generator (BatchNorm recalibrated);
+- `noise@r`: a zoo member plus isotropic noise at the generated networks' novelty ratio;
+- `interp@w`: interpolation between two aligned members, at the weight giving about that ratio;
+- `pca-gaussian`: a Gaussian fitted to the zoo's codes, decoded.
+Baselines get the same BatchNorm recalibration as generated networks.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.generator import Generator
+from models.store import update_card
+from models.weightspace import predictions
+from models.zoo.baselines import gaussian_codes, interpolated_members, noisy_members
+from models.zoo.datasets import Split
+from models.zoo.novelty import novelty, zoo_novelty
+
+
+def accuracy_stats(accuracy: torch.Tensor, zoo_min: float | None = None) -> dict[str, float]:
+    """mean/std/min/max in percent of accuracy (K,) in [0, 1], plus the share >= the zoo's minimum."""
+    pct = accuracy.double() * 100
+    stats = {
+        "mean": pct.mean().item(),
+        "std": pct.std().item() if len(pct) > 1 else 0.0,
+        "min": pct.min().item(),
+        "max": pct.max().item(),
+    }
+    if zoo_min is not None:
+        stats["share_at_or_above_zoo_min"] = (pct >= zoo_min - 1e-9).double().mean().item()
+    return stats
+
+
+def errors_and_accuracy(
+    generator: Generator, state: dict[str, torch.Tensor], test: Split
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Misclassified mask (K, N) bool and accuracy (K,) on the test split."""
+    predicted = predictions(
+        generator.module,
+        {k: v.to(generator.device) for k, v in state.items()},
+        test.images.to(generator.device),
+    ).cpu()
+    errors = predicted != test.labels
+    return errors, 1 - errors.double().mean(1)
+
+
+@dataclass
+class Evaluation:
+    table: dict[str, Any]  # JSON-able: rows (name -> stats), steps_sweep, count, seed, split
+    accuracies: dict[str, torch.Tensor]  # row name -> (K,) accuracy in [0, 1], for plots
+
+
+def evaluate_generator(
+    generator: Generator,
+    canonical_zoo: dict[str, torch.Tensor],
+    split: Split,
+    count: int = 100,
+    seed: int = 0,
+    steps_sweep: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    split_name: str = "test",
+) -> Evaluation:
+    """Zoo, generated networks and baselines measured on `split` (choose settings on "val")."""
+    layout = generator.layout
+    zoo_flat = layout.flatten_stacked(canonical_zoo).float()
+    zoo_errors, zoo_accuracy = errors_and_accuracy(generator, canonical_zoo, split)
+    zoo_stats = accuracy_stats(zoo_accuracy)
+    reference = zoo_novelty(zoo_flat, zoo_errors)
+    rows: dict[str, Any] = {"zoo": {"count": len(zoo_flat), **zoo_stats, **reference.to_dict()}}
+    accuracies = {"zoo": zoo_accuracy}
+
+    def measure(name: str, state: dict[str, torch.Tensor]) -> None:
+        errors, accuracy = errors_and_accuracy(generator, state, split)
+        accuracies[name] = accuracy
+        flat = layout.flatten_stacked(state).float().cpu()
+        rows[name] = {
+            "count": len(flat),
+            **accuracy_stats(accuracy, zoo_stats["min"]),
+            **novelty(flat, errors, zoo_flat, zoo_errors).to_dict(),
+        }
+
+    def from_flat(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return generator.finish(generator.assemble(flat))
+
+    measure("generated", generator.generate(count, seed, evaluate=False).state)
+    ratio = rows["generated"]["novelty_ratio"]
+    measure(
+        f"noise@r={ratio:.2f}",
+        from_flat(noisy_members(zoo_flat, count, ratio, reference.nearest_zoo_l2_median, seed)),
+    )
+    weight = min(
+        0.5, ratio * reference.nearest_zoo_l2_median / torch.pdist(zoo_flat.double()).median().item()
+    )
+    measure(f"interp@w={weight:.2f}", from_flat(interpolated_members(zoo_flat, count, weight, seed)))
+    codes = generator.encoder.encode(zoo_flat.to(generator.device)).cpu()
+    measure("pca-gaussian", generator.finish(generator.decode(gaussian_codes(codes, count, seed))))
+
+    sweep = []
+    for steps in steps_sweep:
+        state = generator.generate(count, seed, steps=steps, evaluate=False).state
+        accuracy = errors_and_accuracy(generator, state, split)[1]
+        sweep.append(
+            {"steps": steps, "sampler": generator.card["sampler"]["method"], **accuracy_stats(accuracy)}
+        )
+    table = {"rows": rows, "steps_sweep": sweep, "count": count, "seed": seed, "split": split_name}
+    return Evaluation(table, accuracies)
+
+
+def record_evaluation(directory: Path, evaluation: Evaluation) -> None:
+    """Put the table in the artifact's card.json (as `evaluation`, with `generated` accuracy stats)
+    and write `evaluation.png` beside it."""
+    from models.evaluation_plots import plot_evaluation
+
+    generated = evaluation.table["rows"]["generated"]
+    update_card(
+        directory,
+        {
+            "evaluation": evaluation.table,
+            "generated": {
+                "test_accuracy": {k: generated[k] for k in ("mean", "std", "min", "max")},
+                "novelty_ratio": generated["novelty_ratio"],
+            },
+        },
+    )
+    plot_evaluation(evaluation.table, evaluation.accuracies, Path(directory) / "evaluation.png")
