@@ -1,0 +1,1 @@
+"""DeepWeightFlow for users: the `dwf` command line (deepweightflow.cli)."""

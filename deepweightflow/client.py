@@ -1,0 +1,236 @@
+"""HTTP client of the DeepWeightFlow job API (httpx; no torch needed).
+
+    client = Client("http://127.0.0.1:8000")
+    job = client.generate("mlp-fashion", count=100, seed=0)
+    job.wait(progress=True)
+    path = job.download("ensemble.safetensors")
+
+Idempotent calls (GET, DELETE) are retried on connection errors and 502/503/504;
+POST /generate is not, so a retry never submits a job twice.
+"""
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deepweightflow.errors import ConnectionFailed, JobFailed, WaitTimeout, error_for
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRY_STATUSES = {502, 503, 504}
+_FILENAME = re.compile(r"""filename="?([^";]+)"?""")
+
+
+class Client:
+    """A connection to one API server; `api_key` is sent as `Authorization: Bearer <api_key>`.
+
+    Idempotent calls are retried `retries` times, waiting `backoff` seconds, doubling, at most 2 s.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.retries, self.backoff = retries, backoff
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise the typed error of a non-2xx answer. Retries only idempotent methods."""
+        attempts = 1 if method == "POST" else 1 + self.retries
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                if last:
+                    raise ConnectionFailed(f"{method} {self._http.base_url}{path}: {error}") from error
+            else:
+                if response.status_code not in RETRY_STATUSES or last:
+                    _raise_for_problem(response)
+                    return response
+            time.sleep(min(self.backoff * 2**attempt, 2.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def generate(
+        self,
+        architecture: str,
+        count: int,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ) -> "Job":
+        """Submit a generation job (202); the returned Job knows its seed even when one was chosen for you."""
+        body: dict[str, Any] = {"architecture": architecture, "count": count}
+        body |= {k: v for k, v in (("seed", seed), ("sampler", sampler), ("steps", steps)) if v is not None}
+        return Job(self, self._send("POST", "/generate", json=body).json())
+
+    def job(self, job_id: str) -> "Job":
+        """An existing job, by id."""
+        return Job(self, self._send("GET", f"/jobs/{job_id}").json())
+
+    def architectures(self) -> list[dict[str, Any]]:
+        """The generators the server offers, with their cards."""
+        return self._send("GET", "/architectures").json()["architectures"]
+
+    def download(self, job_id: str, path: str | os.PathLike) -> Path:
+        """Stream a finished job's safetensors file to `path` (a file, or a directory to keep the server's
+        file name); written to a temporary name first, so `path` never holds half a file."""
+        for attempt in range(1 + self.retries):
+            try:
+                return self._download_once(job_id, Path(path))
+            except httpx.TransportError as error:
+                if attempt == self.retries:
+                    raise ConnectionFailed(f"download of job {job_id}: {error}") from error
+                time.sleep(min(self.backoff * 2**attempt, 2.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _download_once(self, job_id: str, target: Path) -> Path:
+        with self._http.stream("GET", f"/jobs/{job_id}/weights") as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_problem(response)
+            if target.is_dir():
+                match = _FILENAME.search(response.headers.get("content-disposition", ""))
+                target = target / (match.group(1) if match else f"{job_id}.safetensors")
+            partial = target.with_name(f".{target.name}.part")
+            try:
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"detail": response.text[:500]}
+    raise error_for(response.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
+
+
+class Job:
+    """One generation job as last seen; `refresh()` asks the server again."""
+
+    def __init__(self, client: Client, data: dict[str, Any]):
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def status(self) -> str:
+        """rq's name: queued, started, finished, failed, stopped, canceled, ..."""
+        return self.data["status"]
+
+    @property
+    def seed(self) -> int:
+        return self.data["request"]["seed"]
+
+    @property
+    def progress(self) -> tuple[int, int | None]:
+        return self.data["progress"]["done"], self.data["progress"]["total"]
+
+    @property
+    def error(self) -> str | None:
+        return self.data.get("error")
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self.data.get("result")
+
+    @property
+    def val_accuracy(self) -> list[float] | None:
+        """Per-network validation accuracy the worker measured (once finished)."""
+        return (self.result or {}).get("val_accuracy")
+
+    @property
+    def ended(self) -> bool:
+        return self.status in {"finished", "failed", "stopped", "canceled"}
+
+    def refresh(self) -> "Job":
+        self.data = self.client._send("GET", f"/jobs/{self.id}").json()
+        return self
+
+    def cancel(self) -> "Job":
+        """Cancel a queued job, or ask the worker to stop a running one."""
+        self.data = self.client._send("DELETE", f"/jobs/{self.id}").json()
+        return self
+
+    def wait(
+        self, progress: bool = False, timeout: float | None = None, poll_interval: float = 0.05
+    ) -> "Job":
+        """Poll until the job ends (interval growing from `poll_interval` to 0.5 s); with `progress`,
+        draw a progress bar on stderr. Raises JobFailed unless it finished, WaitTimeout after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = _ProgressBar(self) if progress else None
+        try:
+            interval = poll_interval
+            while not self.refresh().ended:
+                if bar:
+                    bar.update(self)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(f"job {self.id} still {self.status} after {timeout} s")
+                time.sleep(interval)
+                interval = min(interval * 1.5, 0.5)
+            if bar:
+                bar.update(self)
+        finally:
+            if bar:
+                bar.close()
+        if self.status != "finished":
+            raise JobFailed(self.id, self.status, self.error)
+        return self
+
+    def download(self, path: str | os.PathLike) -> Path:
+        """Save the result's safetensors file (see `Client.download`)."""
+        return self.client.download(self.id, path)
+
+
+class _ProgressBar:
+    """A rich progress bar over the job's `{done, total}`."""
+
+    def __init__(self, job: Job):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        request = job.data["request"]
+        self._label = f"{request['count']} x {request['architecture']}"
+        self._progress = Progress(console=Console(stderr=True))
+        self._progress.start()
+        self._task = self._progress.add_task(self._label, total=None)
+
+    def update(self, job: Job) -> None:
+        done, total = job.progress
+        label = f"{self._label} {job.status}"
+        self._progress.update(self._task, completed=done, total=total, description=label)
+
+    def close(self) -> None:
+        self._progress.stop()
