@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads
+# made small torch ops (the flow's 64-row matmuls) 30-70x slower here.
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test lint bench clean
+.PHONY: test serve lint bench zoos generators clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,9 @@ test: $(STAMP)  ## run lint and the whole test suite
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+serve: $(STAMP)  ## run the service on 127.0.0.1:8000: embedded Redis, one worker, the API (Ctrl+C stops all)
+	$(VENV)/bin/dwf serve
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -23,6 +29,26 @@ lint: $(STAMP)
 bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON under bench/results/)
 	$(PY) -m bench.weight_matching
 	$(PY) -m bench.batched_eval
+	$(PY) -m bench.zoo_training
+	$(PY) -m bench.generation
+	$(PY) -m bench.submit_throughput
+	$(PY) -m bench.service_latency
+
+ZOOS := build/zoos
+DWF  := $(VENV)/bin/dwf
+
+zoos: $(STAMP)  ## train and canonicalize the registered zoos into build/zoos/ (resumable)
+	$(DWF) zoo train mlp-digits --members 100 --out $(ZOOS)/mlp-digits
+	$(DWF) zoo canonicalize $(ZOOS)/mlp-digits
+	$(DWF) zoo train mlp-fashion --members 100 --out $(ZOOS)/mlp-fashion
+	$(DWF) zoo canonicalize $(ZOOS)/mlp-fashion
+	$(DWF) zoo train cnn-fashion --members 50 --out $(ZOOS)/cnn-fashion
+	$(DWF) zoo canonicalize $(ZOOS)/cnn-fashion
+
+generators: $(STAMP)  ## rebuild the shipped generators/ from build/zoos/ (run `make zoos` first)
+	$(DWF) generator build mlp-digits
+	$(DWF) generator build mlp-fashion
+	$(DWF) generator build cnn-fashion
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

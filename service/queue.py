@@ -1,0 +1,117 @@
+"""Redis and rq access for the API: enqueue generation jobs, read them back, cancel them.
+
+Jobs are stored with rq's JSON serializer (never pickle). A job's `meta` holds the
+resolved request, the worker's progress `{done, total}` and, once finished, the
+result summary the worker wrote (see `worker.jobs`).
+"""
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.schemas import JobRequest, JobResource, JobResult, Progress
+from service.settings import Settings
+
+JOB_FUNCTION = "worker.jobs.generate_ensemble"  # by name: the API never imports the worker (or torch)
+SERIALIZER = JSONSerializer
+# rq's names of the states a job never leaves (plain strings: JobStatus members hash by name, not value)
+ENDED = frozenset(
+    s.value for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+)
+
+
+@lru_cache(maxsize=8)
+def redis_connection(url: str) -> Redis:
+    """One pooled, thread-safe connection per Redis URL (redis://, rediss:// or unix://)."""
+    return Redis.from_url(url, health_check_interval=30)
+
+
+def generation_queue(settings: Settings) -> Queue:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set: start the whole stack with `dwf serve`, or set REDIS_URL")
+    return Queue(settings.queue_name, connection=redis_connection(settings.redis_url), serializer=SERIALIZER)
+
+
+def enqueue_generation(queue: Queue, request: JobRequest, settings: Settings) -> Job:
+    """Put one generation job on the queue; the record outlives the result by `job_ttl - result_ttl`."""
+    return queue.enqueue(
+        JOB_FUNCTION,
+        kwargs=request.model_dump(),
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.job_ttl,
+        failure_ttl=settings.job_ttl,
+        description=f"generate {request.count} x {request.architecture} (seed {request.seed})",
+        meta={"request": request.model_dump(), "progress": {"done": 0, "total": None}},
+    )
+
+
+def fetch_job(queue: Queue, job_id: str) -> Job | None:
+    """The job, or None for an id that was never issued (or whose record has expired)."""
+    try:
+        return Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+    except (NoSuchJobError, ValueError):  # ValueError: not even a well-formed job id
+        return None
+
+
+def cancel(queue: Queue, job: Job) -> str:
+    """Cancel a waiting job at once, or ask the worker to stop a running one; returns the status then."""
+    status = job.get_status().value
+    if status == JobStatus.STARTED.value:
+        send_stop_job_command(queue.connection, job.id, serializer=SERIALIZER)
+    elif status not in ENDED:
+        job.cancel()
+    return job.get_status().value
+
+
+def _failure_message(job: Job) -> str | None:
+    """The last line of the failure's traceback ("ValueError: ..."), or why the job was stopped."""
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STOPPED:
+        return "stopped on request"
+    if status != JobStatus.FAILED:
+        return None
+    result = job.latest_result()
+    lines = [line for line in (result.exc_string or "").splitlines() if line.strip()] if result else []
+    return lines[-1].strip() if lines else "failed without an error message"
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def job_resource(job: Job, now: datetime | None = None) -> JobResource:
+    """The API's view of an rq job (`now` decides whether its result has expired)."""
+    meta: dict[str, Any] = job.meta
+    status = job.get_status(refresh=False)
+    result = None
+    if status == JobStatus.FINISHED and "result" in meta:
+        expires_at = datetime.fromtimestamp(meta["result"]["expires_at"], UTC)
+        result = JobResult(
+            val_accuracy=meta["result"].get("val_accuracy"),
+            metadata=meta["result"].get("metadata", {}),
+            size_bytes=meta["result"]["size_bytes"],
+            expires_at=expires_at,
+            expired=(now or datetime.now(UTC)) >= expires_at,
+        )
+    url = f"/jobs/{job.id}"
+    return JobResource(
+        id=job.id,
+        status=status.value,
+        request=JobRequest(**meta["request"]),
+        progress=Progress(**meta.get("progress", {})),
+        created_at=_utc(job.created_at),
+        enqueued_at=_utc(job.enqueued_at),
+        started_at=_utc(job.started_at),
+        ended_at=_utc(job.ended_at),
+        error=_failure_message(job),
+        result=result,
+        url=url,
+        result_url=f"{url}/weights" if result is not None and not result.expired else None,
+    )

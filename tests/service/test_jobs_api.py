@@ -1,0 +1,133 @@
+"""GET /jobs/{id}, GET /jobs/{id}/weights and DELETE /jobs/{id} against jobs in a real Redis.
+
+No worker runs here: a job is moved to `finished` the way a worker would record it
+(rq's status plus the result summary in job.meta); tests/e2e runs the real worker.
+"""
+
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from service.queue import SERIALIZER
+from service.results import result_path
+from service.settings import Settings
+
+PROBLEM = "application/problem+json"
+
+
+def _submit(api: TestClient) -> str:
+    response = api.post("/generate", json={"architecture": "mlp-digits", "count": 4, "seed": 1})
+    assert response.status_code == 202
+    return response.json()["id"]
+
+
+def _finish(queue: Queue, settings: Settings, job_id: str, expires_in: float) -> bytes:
+    """Record `job_id` as finished with a result file, as the worker does."""
+    content = b"not really safetensors, but the API only streams bytes"
+    path = result_path(settings.results_dir, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+    job.meta["progress"] = {"done": 4, "total": 4}
+    job.meta["result"] = {
+        "val_accuracy": [0.5, 0.75, 1.0, 0.25],
+        "metadata": {"format": "pt", "architecture": "mlp-digits", "job_id": job_id},
+        "size_bytes": len(content),
+        "expires_at": time.time() + expires_in,
+    }
+    job.save_meta()
+    job.set_status(JobStatus.FINISHED)
+    return content
+
+
+def test_unknown_job_is_404_problem(api: TestClient) -> None:
+    for path in ("/jobs/0123456789abcdef", "/jobs/not a job id!", "/jobs/0123456789abcdef/weights"):
+        response = api.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["type"] == "/problems/job-not-found"
+    assert api.delete("/jobs/0123456789abcdef").status_code == 404
+
+
+def test_queued_job_status_and_weights_409(api: TestClient) -> None:
+    job_id = _submit(api)
+    body = api.get(f"/jobs/{job_id}").json()
+    assert body["status"] == "queued" and body["id"] == job_id
+    assert body["progress"] == {"done": 0, "total": None}
+    assert body["error"] is None and body["started_at"] is None and body["ended_at"] is None
+
+    response = api.get(f"/jobs/{job_id}/weights")
+    assert response.status_code == 409
+    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["retry-after"] == "1"
+    assert "queued" in response.json()["detail"]
+
+
+def test_finished_job_streams_its_weights(api: TestClient, queue: Queue, settings: Settings) -> None:
+    job_id = _submit(api)
+    content = _finish(queue, settings, job_id, expires_in=3600)
+    body = api.get(f"/jobs/{job_id}").json()
+    assert body["status"] == "finished"
+    assert body["result_url"] == f"/jobs/{job_id}/weights"
+    assert body["result"]["val_accuracy"] == [0.5, 0.75, 1.0, 0.25]
+    assert body["result"]["expired"] is False and body["result"]["size_bytes"] == len(content)
+
+    response = api.get(body["result_url"])
+    assert response.status_code == 200
+    assert response.content == content
+    assert response.headers["content-type"] == "application/octet-stream"
+    disposition = response.headers["content-disposition"]
+    assert (
+        disposition.startswith("attachment;") and f"mlp-digits-x4-seed1-{job_id}.safetensors" in disposition
+    )
+
+
+def test_expired_result_is_410_while_the_record_lives(
+    api: TestClient, queue: Queue, settings: Settings
+) -> None:
+    job_id = _submit(api)
+    _finish(queue, settings, job_id, expires_in=-1)
+    body = api.get(f"/jobs/{job_id}").json()
+    assert body["status"] == "finished" and body["result"]["expired"] is True and body["result_url"] is None
+    response = api.get(f"/jobs/{job_id}/weights")
+    assert response.status_code == 410
+    assert response.json()["type"] == "/problems/result-expired"
+
+
+def test_result_file_gone_is_410(api: TestClient, queue: Queue, settings: Settings) -> None:
+    job_id = _submit(api)
+    _finish(queue, settings, job_id, expires_in=3600)
+    Path(result_path(settings.results_dir, job_id)).unlink()  # e.g. swept by a worker with a shorter TTL
+    assert api.get(f"/jobs/{job_id}/weights").status_code == 410
+
+
+def test_delete_cancels_a_queued_job(api: TestClient, queue: Queue) -> None:
+    job_id = _submit(api)
+    response = api.delete(f"/jobs/{job_id}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled"
+    assert queue.count == 0  # a worker will never see it
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "canceled"
+    assert api.get(f"/jobs/{job_id}/weights").status_code == 409
+    again = api.delete(f"/jobs/{job_id}")
+    assert again.status_code == 409 and again.json()["type"] == "/problems/job-ended"
+
+
+def test_delete_of_a_running_job_asks_its_worker_to_stop(api: TestClient, queue: Queue) -> None:
+    job_id = _submit(api)
+    job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+    job.worker_name = "worker-under-test"
+    job.save()
+    job.set_status(JobStatus.STARTED)
+    pubsub = queue.connection.pubsub()
+    pubsub.subscribe("rq:pubsub:worker-under-test")
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+
+    response = api.delete(f"/jobs/{job_id}")
+    assert response.status_code == 202 and response.json()["status"] == "started"
+    message = pubsub.get_message(timeout=1)
+    assert message is not None and b"stop-job" in message["data"] and job_id.encode() in message["data"]
+    pubsub.close()

@@ -1,0 +1,1 @@
+"""rq workers that generate networks: artifacts are loaded once per process and jobs run without forking."""

@@ -1,0 +1,114 @@
+"""What a worker process holds between jobs: the loaded generators and the stop flag of the running job."""
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from models.generator import Generator, discover_generators
+from models.store import ArtifactError
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+STOP_SIGNAL = signal.SIGUSR1  # interrupts the main thread's job, as rq's SIGALRM does for timeouts
+
+
+class JobStopped(Exception):
+    """The running job was asked to stop (DELETE /jobs/<id>); rq then marks it `stopped`."""
+
+
+@dataclass
+class Runtime:
+    """Generators loaded once, where results go, and how a running job is stopped.
+
+    rq delivers a stop request on its pub/sub thread (`request_stop`). The job runs on the main
+    thread: inside `interruptible()` (while the generator computes) the request is a signal whose
+    handler raises JobStopped there at once, the way rq's own timeouts interrupt a job; outside
+    it, the job sees the flag at its next `check_stop()`.
+    """
+
+    generators: dict[str, Generator]
+    broken: dict[str, str]  # generator name -> why its artifact could not be loaded
+    results_dir: Path
+    result_ttl: int
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    in_interruptible: bool = False
+
+    def generator(self, name: str) -> Generator:
+        if name in self.generators:
+            return self.generators[name]
+        if name in self.broken:
+            raise ArtifactError(f"generator {name!r} could not be loaded: {self.broken[name]}")
+        available = ", ".join(sorted(self.generators)) or "none"
+        raise ValueError(f"this worker has no generator {name!r}; it has: {available}")
+
+    def check_stop(self) -> None:
+        """Raise JobStopped if a stop was requested for the running job."""
+        if self.stop_requested.is_set():
+            raise JobStopped("stopped on request")
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A block (on the main thread) that a stop request may interrupt at any point."""
+        self.in_interruptible = True
+        try:
+            yield
+        finally:
+            self.in_interruptible = False
+
+    def request_stop(self) -> None:
+        """Ask the running job to stop (from any thread)."""
+        self.stop_requested.set()
+        if self.in_interruptible:
+            os.kill(os.getpid(), STOP_SIGNAL)
+
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        """STOP_SIGNAL's handler (main thread): stop the job now if it is interruptible."""
+        if self.in_interruptible:
+            raise JobStopped("stopped on request")
+
+
+def load_runtime(settings: Settings) -> Runtime:
+    """Load (and warm up) every generator under `settings.generators_dir` onto `settings.device`
+    (CUDA when present); an unusable artifact is logged and remembered, not fatal."""
+    generators, broken = {}, {}
+    for name, directory in discover_generators(settings.generators_dir).items():
+        if name.startswith("."):
+            continue  # an artifact being written (models.store writes to a dot folder, then renames)
+        try:
+            generators[name] = Generator.load(directory, device=settings.device)
+            generators[name].generate(1, seed=0)  # warm-up: the first call pays one-off setup costs
+        except ArtifactError as error:
+            log.error("skipping generator %s: %s", name, error)
+            broken[name] = str(error)
+    if not generators:
+        log.warning("no usable generator under %s: every job will fail", settings.generators_dir)
+    else:
+        device = next(iter(generators.values())).device
+        log.info("loaded generators %s on %s", ", ".join(sorted(generators)), device)
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    return Runtime(generators, broken, settings.results_dir, settings.result_ttl)
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def install_runtime(runtime: Runtime) -> None:
+    """Make `runtime` the one job functions use in this process."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    """The installed runtime; a plain `rq worker` (which installs none) loads it on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = load_runtime(get_settings())
+        return _runtime
