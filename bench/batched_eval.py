@@ -52,7 +52,7 @@ def main() -> None:
         },
     ]
     report(
-        "batched_eval",
+        f"batched_eval_{arch.name}",
         f"Evaluate {args.count} {arch.name} networks on {len(test)} test images",
         rows,
         {"architecture": arch.name, "count": args.count},

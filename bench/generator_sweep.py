@@ -55,7 +55,7 @@ def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRec
         ("ot-pairing", with_train(minibatch_ot=True), None),
         ("half-zoo", base, 50),
     ]
-    return grid[:4] if quick else grid
+    return grid[:3] if quick else grid
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=None)
     parser.add_argument("--template", default=None, help="canonical template kind (default: the zoo's best)")
     parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="four settings only")
+    parser.add_argument("--quick", action="store_true", help="three settings only")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (small ops run best on one)"
     )

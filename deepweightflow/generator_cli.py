@@ -120,20 +120,20 @@ def run_evaluation(
 
 def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
     out = Table(title=f"{architecture}: {table['count']} networks per row, {table['split']} split")
-    columns = (
-        "mean",
-        "std",
-        "min",
-        "max",
-        "share_at_or_above_zoo_min",
-        "novelty_ratio",
-        "nearest_zoo_l2_median",
-        "self_l2_median",
-        "error_iou_median",
-    )
-    out.add_column("row")
-    for column in columns:
-        out.add_column(column.replace("_", " "), justify="right")
+    columns = {
+        "mean": "mean %",
+        "std": "std",
+        "min": "min %",
+        "max": "max %",
+        "share_at_or_above_zoo_min": ">= zoo min",
+        "novelty_ratio": "r",
+        "nearest_zoo_l2_median": "L2 to zoo",
+        "self_l2_median": "L2 to own",
+        "error_iou_median": "error IoU",
+    }
+    out.add_column("row", no_wrap=True)
+    for header in columns.values():
+        out.add_column(header, justify="right")
     for name, row in table["rows"].items():
         out.add_row(name, *("-" if c not in row else f"{row[c]:.2f}" for c in columns))
     console.print(out)

@@ -94,12 +94,12 @@ class Generator:
 
     def finish(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Recalibrate BatchNorm statistics on the artifact's calibration images (training data)."""
-        images = self.calibration["calibration_images"].to(self.device)
+        images = self.calibration["calibration_images"].to(self.device, torch.float32)
         return recalibrate_batchnorm(self.module, state, images)
 
     def validation_accuracy(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """(count,) accuracy on the held-out validation batch."""
-        images = self.calibration["val_images"].to(self.device)
+        images = self.calibration["val_images"].to(self.device, torch.float32)
         labels = self.calibration["val_labels"].to(self.device)
         return batched_evaluate(self.module, state, images, labels)[1]
 

@@ -27,8 +27,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.weightspace import StateDictError, batched_evaluate, check_state_dict
-from models.zoo.datasets import load_dataset
+from models.zoo.datasets import Split, load_dataset
 from models.zoo.store import (
+    MANIFEST,
     ChunkRecord,
     Zoo,
     ZooError,
@@ -37,6 +38,7 @@ from models.zoo.store import (
     file_sha256,
     load_zoo,
     read_manifest,
+    replace_atomically,
     write_chunk,
     write_manifest,
 )
@@ -82,12 +84,14 @@ def build_template(
 def write_canonical_zoo(
     zoo: Zoo, result: TemplateResult, info: dict[str, Any], val_acc: torch.Tensor
 ) -> Path:
-    """Write `result.aligned` as a zoo beside `zoo`; members' val metrics replaced by `val_acc` (K,)."""
+    """Write `result.aligned` as a zoo beside `zoo`. Member metrics are copied from the source, except
+    `val_acc`, re-measured on the aligned members (K,) as a check that alignment kept each function."""
     out = canonical_dir(zoo.path, result.kind)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # until rewritten, the folder reads as "no zoo", not corrupted
     template_tmp = out / f".{TEMPLATE_FILE}.tmp"
     save_file({k: v.contiguous() for k, v in result.template.items()}, str(template_tmp), {"format": "pt"})
-    os.replace(template_tmp, out / TEMPLATE_FILE)
+    replace_atomically(template_tmp, out / TEMPLATE_FILE)
     source = zoo.manifest
     manifest = ZooManifest(
         architecture=source.architecture,
@@ -109,6 +113,18 @@ def write_canonical_zoo(
     return out
 
 
+def validation_accuracy(zoo: Zoo, stacked: dict[str, torch.Tensor], val: Split) -> torch.Tensor:
+    """(K,) accuracy of `stacked` members on `val`, evaluated one source chunk of members at a time
+    (a chunk is the group size the zoo was trained with, which keeps batched calls efficient)."""
+    module = zoo.architecture.build()
+    parts = []
+    for chunk in zoo.manifest.chunks:
+        members = {k: v[chunk.first : chunk.first + chunk.count] for k, v in stacked.items()}
+        batch_size = eval_batch_size(zoo.architecture, chunk.count)
+        parts.append(batched_evaluate(module, members, val.images, val.labels, batch_size)[1])
+    return torch.cat(parts)
+
+
 def canonicalize_zoo(
     directory: str | os.PathLike,
     kinds: tuple[str, ...] = TEMPLATES,
@@ -122,13 +138,10 @@ def canonicalize_zoo(
     zoo = load_zoo(directory)
     before = mean_pairwise_distance(flat_parameters(zoo.architecture, zoo.stacked))
     dataset = load_dataset(zoo.architecture.dataset, data_dir)
-    module = zoo.architecture.build()
     figures = {}
     for kind in kinds:
         result = build_template(kind, zoo, seed, tol, max_rounds, progress)
-        val = dataset.val
-        batch_size = eval_batch_size(zoo.architecture, zoo.size)
-        val_acc = batched_evaluate(module, result.aligned, val.images, val.labels, batch_size)[1]
+        val_acc = validation_accuracy(zoo, result.aligned, dataset.val)
         info = {
             "template": kind,
             "source": str(zoo.path),
@@ -136,6 +149,7 @@ def canonicalize_zoo(
             "reference_member": result.reference,
             "rounds": result.rounds,
             "movement": result.movement,
+            "members_changed": result.changed,
             "seed": seed,
             "mean_pairwise_distance_before": before,
             "mean_pairwise_distance_after": mean_pairwise_distance(
@@ -154,7 +168,7 @@ def canonicalize_zoo(
     path = Path(directory) / CANONICAL_DIR / SUMMARY
     tmp = path.with_name(f".{SUMMARY}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
+    replace_atomically(tmp, path)
     return summary
 
 

@@ -121,9 +121,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _replace_atomically(tmp: Path, final: Path) -> None:
+def replace_atomically(tmp: Path, final: Path) -> None:
+    """Flush `tmp` to disk, make it world-readable (safetensors writes 0600), rename it to `final`."""
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, final)
 
 
@@ -136,7 +138,7 @@ def write_chunk(directory: Path, index: int, stacked: dict[str, torch.Tensor]) -
     name = chunk_name(index)
     tmp = directory / f".{name}.tmp"
     save_file({k: v.contiguous() for k, v in stacked.items()}, str(tmp), metadata={"format": "pt"})
-    _replace_atomically(tmp, directory / name)
+    replace_atomically(tmp, directory / name)
     return name, file_sha256(directory / name)
 
 
@@ -144,7 +146,7 @@ def write_manifest(directory: Path, manifest: ZooManifest) -> None:
     """Rewrite DIR/manifest.json atomically."""
     tmp = directory / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
-    _replace_atomically(tmp, directory / MANIFEST)
+    replace_atomically(tmp, directory / MANIFEST)
 
 
 def read_manifest(directory: str | os.PathLike) -> ZooManifest:

@@ -53,7 +53,7 @@ class Recipe:
     epochs: int
     batch_size: int = 128  # examples per member per step
     lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.0  # decoupled (AdamW-style for adamw, L2 on the gradient for sgd)
+    weight_decay: float = 0.0  # adamw: decoupled decay; sgd: L2 term added to the gradient
     optimizer: str = "adamw"  # one of OPTIMIZERS; adamw uses betas (0.9, 0.999), sgd momentum 0.9
     schedule: str = "cosine"  # one of SCHEDULES; cosine decays lr to 0 over all steps, per step
     train_subset: int | None = None  # train on this many training examples (a fixed subset); None = all

@@ -77,7 +77,7 @@ def test_average_template_is_the_mean_of_its_aligned_members(canonicalized):
     for key, tensor in canonical.template.items():
         torch.testing.assert_close(tensor, canonical.zoo.stacked[key].mean(0))
     info = summary["templates"]["average"]
-    assert info["rounds"] == len(info["movement"]) and info["rounds"] >= 2
+    assert info["rounds"] == len(info["movement"]) == len(info["members_changed"]) + 1 and info["rounds"] >= 2
 
 
 def test_load_canonical_zoo_defaults_to_the_best_template(canonicalized):
