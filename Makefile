@@ -38,11 +38,11 @@ ZOOS := build/zoos
 DWF  := $(VENV)/bin/dwf
 
 zoos: $(STAMP)  ## train and canonicalize the registered zoos into build/zoos/ (resumable)
-	$(DWF) zoo train mlp-digits --members 100 --out $(ZOOS)/mlp-digits
+	$(DWF) zoo train mlp-digits --members 100 --threads 1 --out $(ZOOS)/mlp-digits
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-digits
-	$(DWF) zoo train mlp-fashion --members 100 --out $(ZOOS)/mlp-fashion
+	$(DWF) zoo train mlp-fashion --members 100 --threads 1 --out $(ZOOS)/mlp-fashion
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-fashion
-	$(DWF) zoo train cnn-fashion --members 50 --out $(ZOOS)/cnn-fashion
+	$(DWF) zoo train cnn-fashion --members 50 --threads 1 --out $(ZOOS)/cnn-fashion
 	$(DWF) zoo canonicalize $(ZOOS)/cnn-fashion
 
 generators: $(STAMP)  ## rebuild the shipped generators/ from build/zoos/ (run `make zoos` first)

@@ -68,14 +68,14 @@ def zoo_builds() -> list[dict]:
         rows.append(
             {
                 "zoo": manifest.architecture["name"],
-                "members": f"{manifest.members_done}/{manifest.size}",
+                "members": manifest.members_done,
                 "epochs": manifest.recipe["epochs"],
-                "train examples": manifest.recipe["train_subset"] or "all",
+                "examples": manifest.recipe["train_subset"] or "all",
                 "build s": round(manifest.build_wall_time_s, 1),
                 "s/member": round(manifest.build_wall_time_s / max(manifest.members_done, 1), 2),
                 "threads": manifest.environment.get("threads"),
-                "test acc mean %": round(100 * test["mean"], 2) if test else None,
-                "test acc min %": round(100 * test["min"], 2) if test else None,
+                "test mean %": round(100 * test["mean"], 2) if test else None,
+                "test min %": round(100 * test["min"], 2) if test else None,
             }
         )
     return rows
@@ -147,7 +147,7 @@ def main() -> None:
             table.add_column(column, justify="right")
         for row in builds:
             table.add_row(*(str(v) for v in row.values()))
-        Console().print(table)
+        Console(width=120).print(table)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,22 @@ loss, so the gradient of the sum is every member's own gradient. The optimizers
 offered (AdamW, SGD with momentum) are elementwise, so one step on the stacked
 tensors is exactly K separate steps.
 
-Determinism: member k depends on its seed only. The seed fixes the
-initialization (`torch.manual_seed(seed)`, then `Architecture.build()`) and,
-through a derived generator (`shuffle_seed`), the order in which the member
-sees the training data. Training one seed alone is this same code with K = 1;
-it agrees with the batched run up to float reassociation inside the batched
-matrix products (see tests/models/test_zoo_train.py for the tolerance).
+Determinism: the seed fixes the member's initialization (`torch.manual_seed(seed)`,
+then `Architecture.build()`) and, through a derived generator (`shuffle_seed`),
+the order in which it sees the training data. What holds, and is tested
+(tests/models/test_zoo_train.py):
+
+- a member's weights are bitwise the same whichever other seeds share its batch,
+  and bitwise reproducible from run to run for the same batch width K;
+- trained alone (this same code with K = 1) it agrees with the batched run up to
+  float reassociation: a different K can select differently blocked kernels
+  (bmm, grouped convolution), ~1e-8 apart after one step, bitwise equal for the
+  digits MLP over a whole epoch. Over a long run the optimizer amplifies such
+  last-bit differences (Adam normalizes near-zero gradient components), as it
+  would between two machines: after the full mlp-fashion recipe the same seed
+  differs by up to ~0.04 in a weight between K = 25 and K = 1, with the same
+  accuracy distribution. A zoo records its chunk size, so a rebuild with the same
+  settings reproduces it bit for bit.
 
 Every epoch visits `len(train) // batch_size` full mini-batches; the remainder of
 each member's shuffled order is skipped (a different remainder every epoch).
@@ -126,17 +136,27 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
     return 0.5 * recipe.lr * (1.0 + math.cos(math.pi * step / total_steps))
 
 
-def weight_gradient_layout(tensor: torch.Tensor) -> torch.Tensor:
-    """Stacked matrices (K, out, in) stored column-major (same values and shape).
+class StackedLeaves:
+    """The trained tensors of K members, with stacked matrices stored transposed.
 
     A batched linear layer's weight gradient comes out of its batched matrix
-    product as (K, in, out); with the weight stored this way, that is already the
-    weight's layout, so accumulating the gradient needs no transposing copy
-    (about 20% of an mlp-fashion step). Other tensors are returned unchanged.
+    product as (K, in, out). Keeping each stacked (K, out, in) parameter as a
+    contiguous (K, in, out) leaf, and handing the network its transposed view,
+    makes that gradient land in the leaf's own layout: neither gradient
+    accumulation nor the fused optimizer needs a transposing copy (about 20% of
+    an mlp-fashion step). Buffers and other parameters are kept as they are.
     """
-    if tensor.dim() != 3:
-        return tensor
-    return tensor.transpose(1, 2).contiguous().transpose(1, 2)
+
+    def __init__(self, stacked: dict[str, torch.Tensor], parameter_names: set[str]):
+        self.transposed = {k for k, v in stacked.items() if k in parameter_names and v.dim() == 3}
+        self.leaves = {
+            k: v.transpose(1, 2).contiguous() if k in self.transposed else v for k, v in stacked.items()
+        }
+        self.parameters = [v.requires_grad_() for k, v in self.leaves.items() if k in parameter_names]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The stacked state dict (K, ...) in the architecture's shapes (views of the leaves)."""
+        return {k: v.transpose(1, 2) if k in self.transposed else v for k, v in self.leaves.items()}
 
 
 def per_member_forward(module: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
@@ -167,9 +187,8 @@ def train_members(
     """
     module = architecture.build().train()
     parameter_names = {name for name, _ in module.named_parameters()}
-    stacked = {k: weight_gradient_layout(v) for k, v in init_members(architecture, seeds).items()}
-    params = {k: v.requires_grad_() for k, v in stacked.items() if k in parameter_names}
-    optimizer = make_optimizer(recipe, list(params.values()))
+    members = StackedLeaves(init_members(architecture, seeds), parameter_names)
+    optimizer = make_optimizer(recipe, members.parameters)
     forward = per_member_forward(module)
 
     train = training_split(dataset, recipe)
@@ -188,7 +207,7 @@ def train_members(
                 break
             batch = order[:, start : start + recipe.batch_size].flatten()  # K*B example indices
             images = train.images.index_select(0, batch)  # (K*B, ...): faster than advanced indexing
-            logits = forward(stacked, images.view(len(seeds), -1, *images.shape[1:]))  # (K, B, C)
+            logits = forward(members.state(), images.view(len(seeds), -1, *images.shape[1:]))  # (K, B, C)
             losses = nn.functional.cross_entropy(
                 logits.flatten(0, 1), train.labels[batch], reduction="none"
             ).view(len(seeds), -1)  # (K, B)
@@ -200,7 +219,7 @@ def train_members(
             step += 1
             if on_step is not None:
                 on_step(step, run_steps)
-    return {k: v.detach().contiguous() for k, v in stacked.items()}
+    return {k: v.detach().contiguous() for k, v in members.state().items()}
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,14 @@ def digits():
 
 
 def assert_member_equal(batched: dict, k: int, alone: dict) -> None:
-    """Member k of a batched run against a K=1 run. Observed: bitwise equal on this CPU; the
-    tolerance only allows for float reassociation inside batched matrix products."""
+    """Member k of a batched run against a K=1 run: equal up to float reassociation in the batched
+    kernels (bitwise on this CPU for the MLP; ~1e-8 per step for the grouped convolutions)."""
     for key, tensor in alone.items():
         torch.testing.assert_close(batched[key][k], tensor[0], rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_member_in_batch_equals_seed_trained_alone(digits):
-    batched = train_members(MLP, digits, [3, 5, 7], RECIPE)
+    batched = train_members(MLP, digits, [3, 5, 7], RECIPE)  # one epoch, 39 steps
     alone = train_members(MLP, digits, [5], RECIPE)
     assert_member_equal(batched, 1, alone)
     # and the batch really holds different networks
@@ -47,12 +47,22 @@ def test_member_in_batch_equals_seed_trained_alone(digits):
 
 
 def test_batchnorm_member_in_batch_equals_alone_including_running_stats(digits):
-    recipe = replace(RECIPE, train_subset=256)
-    batched = train_members(CNN, digits, [0, 1], recipe)
-    alone = train_members(CNN, digits, [1], recipe)
+    """Few steps: Adam amplifies last-bit differences between kernels over long runs (see train.py),
+    while BatchNorm statistics shared across members would be off by far more after one step."""
+    batched = train_members(CNN, digits, [0, 1], RECIPE, max_steps=3)
+    alone = train_members(CNN, digits, [1], RECIPE, max_steps=3)
     assert_member_equal(batched, 1, alone)
-    assert batched["blocks.0.bn.num_batches_tracked"].tolist() == [8, 8]
+    assert batched["blocks.0.bn.num_batches_tracked"].tolist() == [3, 3]
     assert not torch.allclose(batched["blocks.0.bn.running_mean"][1], torch.zeros(4))
+
+
+@pytest.mark.parametrize("architecture", [MLP, CNN], ids=["mlp", "cnn"])
+def test_member_is_bitwise_independent_of_its_chunk_mates(digits, architecture):
+    recipe = replace(RECIPE, train_subset=512)
+    first = train_members(architecture, digits, [0, 1, 9], recipe)
+    second = train_members(architecture, digits, [7, 8, 9], recipe)
+    for key, tensor in first.items():
+        assert torch.equal(tensor[2], second[key][2]), key
 
 
 def test_training_is_deterministic_per_seed(digits):
