@@ -12,13 +12,14 @@ never sees half an artifact; `read_card` checks every file against the sha256
 recorded in the card.
 """
 
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from models.zoo.store import file_sha256
 
 ARTIFACT_VERSION = 1
 ARTIFACT_FILES = (
@@ -31,14 +32,6 @@ ARTIFACT_FILES = (
 
 class ArtifactError(ValueError):
     """A generator artifact is missing, incomplete or corrupted; the message names the file and the fix."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_artifact(
@@ -62,7 +55,7 @@ def write_artifact(
         full_card = {
             **card,
             "version": ARTIFACT_VERSION,
-            "content_hashes": {name: sha256_file(staging / name) for name in ARTIFACT_FILES},
+            "content_hashes": {name: file_sha256(staging / name) for name in ARTIFACT_FILES},
         }
         (staging / "card.json").write_text(json.dumps(full_card, indent=2) + "\n")
         retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -94,7 +87,7 @@ def read_card(directory: Path, verify: bool = True) -> dict[str, Any]:
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{path} is missing; {rebuild}")
-        if verify and sha256_file(path) != hashes.get(name):
+        if verify and file_sha256(path) != hashes.get(name):
             raise ArtifactError(f"{path} does not match the sha256 in card.json (corrupted); {rebuild}")
     return card
 

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -20,15 +19,6 @@ from models.zoo.train import Recipe
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["zoo", "train", "mlp-digits", "--epochs", "1", "--lr", "0.01", "--batch-size", "32"]
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared CPU: one thread avoids OpenMP overhead (2-3x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_cli_imports_without_torch():

@@ -22,15 +22,6 @@ StateDict = dict[str, torch.Tensor]
 VIT_EPOCHS, VIT_EXAMPLES = 2, 20_000  # ~80% test accuracy in seconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def fashion() -> Dataset:
     return load_dataset("fashion-mnist")

@@ -1,7 +1,6 @@
 """ODE samplers against exact solutions, and seeded code generation."""
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -9,16 +8,6 @@ from torch import nn
 
 from models.flow.samplers import METHODS, generate_codes, sample
 from models.flow.velocity import VelocityConfig, VelocityMLP
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny networks: extra threads only add synchronization, which is very slow on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 

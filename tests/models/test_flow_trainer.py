@@ -1,7 +1,6 @@
 """Velocity network, path and loss, OT pairing, the trainer (real learning on a toy mixture), loss plot."""
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.image
@@ -13,16 +12,6 @@ from models.flow.plotting import plot_loss_curve
 from models.flow.samplers import generate_codes
 from models.flow.trainer import FlowTrainConfig, learning_rate_factor, train_flow
 from models.flow.velocity import VelocityConfig, VelocityMLP, load_velocity, save_velocity
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny networks: extra threads only add synchronization, which is very slow on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 DIM = 8
 SMALL_NET = VelocityConfig(dim=DIM, hidden=64, time_embed_dim=16, dropout=0.0)

@@ -19,15 +19,6 @@ from models.zoo.train import Recipe, train_members
 RECIPE = Recipe(epochs=1, batch_size=32, lr=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared CPU: one thread avoids OpenMP overhead (2-3x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def logits(architecture: Architecture, stacked: dict, images: torch.Tensor) -> torch.Tensor:
     """(K, N, C) eval-mode logits of stacked members."""
     with eval_mode(architecture.build()) as module:

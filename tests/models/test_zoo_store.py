@@ -16,15 +16,6 @@ RECIPE = Recipe(epochs=1, batch_size=32, lr=1e-2)
 MEMBERS, CHUNK = 5, 2  # chunks of 2, 2, 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared CPU: one thread avoids OpenMP overhead (2-3x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class SimulatedCrash(RuntimeError):
     pass
 

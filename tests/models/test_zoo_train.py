@@ -17,15 +17,6 @@ CNN = Architecture("cnn-digits-test", "cnn", CNNConfig(in_channels=1, channels=(
 RECIPE = Recipe(epochs=1, batch_size=32, lr=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared CPU: one thread avoids OpenMP overhead (2-3x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
