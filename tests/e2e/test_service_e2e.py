@@ -47,7 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "DWF_RESULTS_DIR": str(root / "results"),
         "DWF_MAX_COUNT": "200",
         "DWF_MAX_STEPS": "5000",
-        "DWF_DEVICE": "cpu",  # so that the in-process comparison below runs the same kernels
+        "DWF_DEVICE": "cpu",  # so that the in-process comparison below runs the same kernels,
+        "OMP_NUM_THREADS": "1",  # with the same thread count as this test process (tests/conftest.py)
         "DWF_PORT": str(port),
     }
     log = (root / "serve.log").open("w")
