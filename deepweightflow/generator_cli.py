@@ -158,12 +158,10 @@ def generate_local(
 ) -> dict[str, str]:
     """Generate from a local artifact with a progress bar; write the job-result safetensors file."""
     from models.generator import Generator, write_result
-    from models.store import ArtifactError
+    from models.store import ArtifactError, discover_generators
 
     directory = generators / architecture
     if not (directory / "card.json").is_file():
-        from models.store import discover_generators
-
         known = ", ".join(discover_generators(generators)) or "none"
         raise ArtifactError(f"no generator {architecture!r} in {generators}; available: {known}")
     generator = Generator.load(directory)
