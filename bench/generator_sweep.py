@@ -1,16 +1,17 @@
 """Generator settings against (accuracy, novelty), with the baselines at the same novelty.
 
-Each setting fits an encoder + flow on the canonical zoo, generates `count`
-networks and measures them on the VALIDATION split (the shipped setting is
-chosen here, never on the test set), next to a zoo member + Gaussian noise and
-an interpolation between two aligned members at the same novelty ratio.
+Each training setting fits an encoder + flow on the canonical zoo once; each
+residual-noise level then generates `count` networks from it, measured on the
+VALIDATION split (the shipped setting is chosen here, never on the test set),
+next to a zoo member + Gaussian noise and an interpolation between two aligned
+members at the same novelty ratio.
 
 Choice rule (in order): the most novel setting meeting the aim (r >= 0.25 and
 mean accuracy >= zoo mean - 0.5); else the most accurate one meeting the bar
 (r >= 0.10, generated-to-generated ratio >= 0.10, accuracy >= zoo mean - 1,
 >= 90% of networks at or above the zoo minimum); else the most accurate.
 
-Run: python -m bench.generator_sweep --architecture mlp-fashion [--zoo DIR] [--quick]
+Run: python -m bench.generator_sweep --architecture mlp-fashion [--zoo DIR] [--quick] [--keep DIR]
 """
 
 import argparse
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from bench.common import report
-from models.build_generator import GeneratorRecipe, fit_flow, recipe_for, write_generator
+from models.build_generator import GeneratorRecipe, fit_flow, recipe_for, write_generator, zoo_spread
 from models.evaluation import evaluate_generator
 from models.generator import Generator
 from models.zoo.canonical import load_canonical_zoo
@@ -33,8 +34,11 @@ from models.zoo.datasets import load_dataset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+RESIDUAL_LEVELS = (0.0, 0.06, 0.09, 0.12)  # GeneratorRecipe.residual_noise tried on every flow
+
+
 def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRecipe, int | None]]:
-    """(label, recipe, zoo members used or None for all)."""
+    """(label, recipe, zoo members used or None for all): the flow trainings to compare."""
     it = base.train.iterations
 
     def with_train(**kw: Any) -> GeneratorRecipe:
@@ -42,13 +46,13 @@ def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRec
 
     grid = [
         ("shipped", base, None),
-        ("pca64 (lossy)", replace(base, n_components=64), None),
-        ("iters/4", with_train(iterations=max(it // 4, 100)), None),
-        ("iters/2", with_train(iterations=max(it // 2, 100)), None),
-        ("hidden256", replace(base, hidden=256), None),
+        ("iters x3", with_train(iterations=it * 3), None),
         ("dropout0", replace(base, dropout=0.0), None),
         ("ot-pairing", with_train(minibatch_ot=True), None),
+        ("hidden256", replace(base, hidden=256), None),
+        ("iters/2", with_train(iterations=max(it // 2, 100)), None),
         ("half-zoo", base, 50),
+        ("pca64 (lossy)", replace(base, n_components=64), None),
     ]
     return grid[:3] if quick else grid
 
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--template", default=None, help="canonical template kind (default: the zoo's best)")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="three settings only")
+    parser.add_argument("--keep", type=Path, default=None, help="keep every artifact under this folder")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (small ops run best on one)"
     )
@@ -71,53 +76,29 @@ def main() -> None:
     )
     architecture = canonical.zoo.architecture
     dataset = load_dataset(architecture.dataset)
-    rows, work = [], Path(tempfile.mkdtemp())
-    for label, recipe, members in settings(recipe_for(architecture.name), args.quick):
+    rows, work = [], args.keep or Path(tempfile.mkdtemp())
+    for label, base, members in settings(recipe_for(architecture.name), args.quick):
         stacked = canonical.zoo.stacked
         if members is not None:
             stacked = {k: v[:members] for k, v in stacked.items()}
         start = time.perf_counter()
-        encoder, flow, _ = fit_flow(stacked, architecture, recipe)
+        encoder, flow, _ = fit_flow(stacked, architecture, base)
         fit_s = time.perf_counter() - start
-        directory = work / label / architecture.name
-        write_generator(
-            directory,
-            architecture,
-            canonical.template,
-            encoder,
-            flow,
-            dataset,
-            recipe,
-            {"zoo": {"template": canonical.kind}},
-        )
-        generator = Generator.load(directory, device="cpu")
-        table = evaluate_generator(
-            generator, stacked, dataset.val, args.count, steps_sweep=(), split_name="val"
-        ).table["rows"]
-        zoo, gen = table["zoo"], table["generated"]
-        noise = next(v for k, v in table.items() if k.startswith("noise@"))
-        interp = next(v for k, v in table.items() if k.startswith("interp@"))
-        rows.append(
-            {
-                "setting": label,
-                "pca": str(recipe.n_components),
-                "hidden": recipe.hidden,
-                "iters": recipe.train.iterations,
-                "members": members or canonical.zoo.size,
-                "fit s": fit_s,
-                "zoo acc": zoo["mean"],
-                "gen acc": gen["mean"],
-                "gen min": gen["min"],
-                ">= zoo min": gen["share_at_or_above_zoo_min"],
-                "r": gen["novelty_ratio"],
-                "gen-gen r": gen["self_l2_median"] / zoo["nearest_zoo_l2_median"],
-                "IoU": gen["error_iou_median"],
-                "zoo IoU": zoo["error_iou_median"],
-                "noise acc @r": noise["mean"],
-                "interp acc @r": interp["mean"],
-            }
-        )
-        print(json.dumps(rows[-1]))
+        spread = zoo_spread(stacked, architecture)
+        for level in RESIDUAL_LEVELS:
+            recipe = replace(base, residual_noise=level)
+            name = f"{label} + residual {level:.2f}"
+            directory = work / name.replace(" ", "_").replace("/", "-") / architecture.name
+            extra = {"zoo": {"template": canonical.kind}}
+            write_generator(
+                directory, architecture, canonical.template, encoder, flow, dataset, recipe, spread, extra
+            )
+            generator = Generator.load(directory, device="cpu")
+            table = evaluate_generator(
+                generator, stacked, dataset.val, args.count, steps_sweep=(), split_name="val"
+            ).table["rows"]
+            rows.append(sweep_row(name, recipe, members or canonical.zoo.size, fit_s, table))
+            print(json.dumps(rows[-1]), flush=True)
     chosen = choose(rows)
     report(
         f"generator_sweep_{architecture.name}",
@@ -126,6 +107,35 @@ def main() -> None:
         {"chosen": chosen, "template": canonical.kind},
     )
     print(f"chosen on validation: {chosen}")
+
+
+def sweep_row(
+    name: str, recipe: GeneratorRecipe, members: int, fit_s: float, table: dict[str, Any]
+) -> dict[str, Any]:
+    """One line of the settings table: the setting, then (accuracy, novelty) and the baselines at its r."""
+    zoo, gen = table["zoo"], table["generated"]
+    noise = next(v for k, v in table.items() if k.startswith("noise@"))
+    interp = next(v for k, v in table.items() if k.startswith("interp@"))
+    return {
+        "setting": name,
+        "pca": str(recipe.n_components),
+        "hidden": recipe.hidden,
+        "iters": recipe.train.iterations,
+        "members": members,
+        "residual": recipe.residual_noise,
+        "fit s": fit_s,
+        "zoo acc": zoo["mean"],
+        "gen acc": gen["mean"],
+        "gen min": gen["min"],
+        ">= zoo min": gen["share_at_or_above_zoo_min"],
+        "r": gen["novelty_ratio"],
+        "gen-gen r": gen["self_l2_median"] / zoo["nearest_zoo_l2_median"],
+        "IoU": gen["error_iou_median"],
+        "zoo IoU": zoo["error_iou_median"],
+        "noise acc @r": noise["mean"],
+        "noise >= min": noise["share_at_or_above_zoo_min"],
+        "interp acc @r": interp["mean"],
+    }
 
 
 def choose(rows: list[dict[str, Any]]) -> str:

@@ -91,14 +91,23 @@ def evaluate(
     count: Annotated[int, typer.Option(help="Networks to generate.")] = 100,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     split: Annotated[str, typer.Option(help="test (reported) or val (for choosing settings).")] = "test",
+    baseline_count: Annotated[
+        int | None, typer.Option(help="Networks per baseline row and steps-sweep row (default: count).")
+    ] = None,
 ) -> None:
     """Zoo vs generated vs baselines: accuracy, novelty, steps; recorded in card.json + evaluation.png."""
     with user_errors():
-        run_evaluation(architecture, zoo, generators, count, seed, split)
+        run_evaluation(architecture, zoo, generators, count, seed, split, baseline_count)
 
 
 def run_evaluation(
-    architecture: str, zoo: Path | None, generators: Path, count: int, seed: int, split: str = "test"
+    architecture: str,
+    zoo: Path | None,
+    generators: Path,
+    count: int,
+    seed: int,
+    split: str = "test",
+    baseline_count: int | None = None,
 ) -> None:
     from models.evaluation import evaluate_generator, record_evaluation
     from models.generator import Generator
@@ -111,7 +120,15 @@ def run_evaluation(
     canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card["zoo"]["template"])
     data = getattr(load_dataset(generator.architecture.dataset), split)
     with console.status(f"evaluating {count} generated {architecture} networks on the {split} split"):
-        evaluation = evaluate_generator(generator, canonical.zoo.stacked, data, count, seed, split_name=split)
+        evaluation = evaluate_generator(
+            generator,
+            canonical.zoo.stacked,
+            data,
+            count,
+            seed,
+            split_name=split,
+            baseline_count=baseline_count,
+        )
     print_evaluation(architecture, evaluation.table)
     if split == "test":
         record_evaluation(generators / architecture, evaluation)
@@ -119,7 +136,8 @@ def run_evaluation(
 
 
 def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
-    out = Table(title=f"{architecture}: {table['count']} networks per row, {table['split']} split")
+    per_row = f"{table['count']} generated, {table.get('baseline_count', table['count'])} per baseline"
+    out = Table(title=f"{architecture}: {per_row}, {table['split']} split")
     columns = {
         "mean": "mean %",
         "std": "std",

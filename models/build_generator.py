@@ -43,6 +43,10 @@ class GeneratorRecipe:
     train: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(iterations=20_000, batch_size=64))
     sampler: str = "rk4"
     steps: int = 16
+    # Isotropic Gaussian added to decoded weights (a PPCA-style observation noise), as a novelty
+    # ratio: sigma = residual_noise * zoo spread / sqrt(D), zoo spread = the zoo's median
+    # leave-one-out nearest-member L2 distance. 0 = the flow's samples alone.
+    residual_noise: float = 0.0
     calibration_size: int = 512  # training images kept for BatchNorm recalibration
     validation_size: int = 1000  # validation images kept for per-network accuracy
 
@@ -76,6 +80,14 @@ def fit_flow(
     return encoder, trained.model.cpu(), trained.history
 
 
+def zoo_spread(canonical: dict[str, torch.Tensor], architecture: Architecture) -> float:
+    """Median L2 distance from each member of a canonical stacked zoo (K, ...) to its nearest other member."""
+    from models.zoo.novelty import nearest_distances
+
+    weights = WeightLayout.from_module(architecture.build()).flatten_stacked(canonical)
+    return nearest_distances(weights, weights, exclude_self=True).median().item()
+
+
 def calibration_batches(dataset: Dataset, recipe: GeneratorRecipe) -> dict[str, torch.Tensor]:
     """Deterministic slices: calibration images from the training split, validation images and labels.
 
@@ -96,9 +108,10 @@ def write_generator(
     flow: torch.nn.Module,
     dataset: Dataset,
     recipe: GeneratorRecipe,
+    spread: float,
     card_extra: dict[str, Any],
 ) -> None:
-    """Write the artifact folder atomically (models.store)."""
+    """Write the artifact folder atomically (models.store); `spread` is `zoo_spread` of the zoo."""
     card = {
         "name": directory.name,
         "architecture": architecture.to_dict(),
@@ -106,7 +119,12 @@ def write_generator(
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
         "recipe": recipe.to_dict(),
         "encoder": {"code_dim": encoder.code_dim, **asdict(encoder.config)},
-        "sampler": {"method": recipe.sampler, "steps": recipe.steps},
+        "sampler": {
+            "method": recipe.sampler,
+            "steps": recipe.steps,
+            "residual_noise": recipe.residual_noise,
+            "zoo_spread": spread,
+        },
         **card_extra,
     }
     writers = {
@@ -149,7 +167,10 @@ def build_from_zoo(
         },
     }
     extra = {"zoo": zoo_card, "flow": {"final_loss": sum(history[-100:]) / len(history[-100:])}}
-    write_generator(Path(out_dir), architecture, canonical.template, encoder, flow, dataset, recipe, extra)
+    spread = zoo_spread(zoo.stacked, architecture)
+    write_generator(
+        Path(out_dir), architecture, canonical.template, encoder, flow, dataset, recipe, spread, extra
+    )
     plot_loss_curve(history, Path(out_dir) / "loss.png")
     return Path(out_dir)
 

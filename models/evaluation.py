@@ -3,6 +3,7 @@
 Every row is a set of networks measured on the test split:
 - `zoo`: the canonical zoo members (their own BatchNorm statistics);
 - `generated`: networks sampled from the generator (BatchNorm recalibrated);
+- `flow only`: the same samples without the residual noise (when the artifact adds any);
 - `noise@r`: a zoo member plus isotropic noise at the generated networks' novelty ratio;
 - `interp@w`: interpolation between two aligned members, at the weight giving about that ratio;
 - `pca-gaussian`: a Gaussian fitted to the zoo's codes, decoded.
@@ -65,8 +66,14 @@ def evaluate_generator(
     seed: int = 0,
     steps_sweep: Sequence[int] = (1, 2, 4, 8, 16, 32),
     split_name: str = "test",
+    baseline_count: int | None = None,
 ) -> Evaluation:
-    """Zoo, generated networks and baselines measured on `split` (choose settings on "val")."""
+    """Zoo, generated networks and baselines measured on `split` (choose settings on "val").
+
+    Baselines and the steps sweep use `baseline_count` networks (default `count`): fewer keeps
+    the table affordable where every forward pass is costly (convolutions on a CPU).
+    """
+    baselines = baseline_count or count
     layout = generator.layout
     zoo_flat = layout.flatten_stacked(canonical_zoo).float()
     zoo_errors, zoo_accuracy = errors_and_accuracy(generator, canonical_zoo, split)
@@ -89,26 +96,35 @@ def evaluate_generator(
         return generator.finish(generator.assemble(flat))
 
     measure("generated", generator.generate(count, seed, evaluate=False).state)
+    if generator.residual_sigma > 0:
+        measure("flow only", from_flat(generator.sample_flat(count, seed, residual=False)))
     ratio = rows["generated"]["novelty_ratio"]
     measure(
         f"noise@r={ratio:.2f}",
-        from_flat(noisy_members(zoo_flat, count, ratio, reference.nearest_zoo_l2_median, seed)),
+        from_flat(noisy_members(zoo_flat, baselines, ratio, reference.nearest_zoo_l2_median, seed)),
     )
     weight = min(
         0.5, ratio * reference.nearest_zoo_l2_median / torch.pdist(zoo_flat.double()).median().item()
     )
-    measure(f"interp@w={weight:.2f}", from_flat(interpolated_members(zoo_flat, count, weight, seed)))
+    measure(f"interp@w={weight:.2f}", from_flat(interpolated_members(zoo_flat, baselines, weight, seed)))
     codes = generator.encoder.encode(zoo_flat.to(generator.device)).cpu()
-    measure("pca-gaussian", generator.finish(generator.decode(gaussian_codes(codes, count, seed))))
+    measure("pca-gaussian", generator.finish(generator.decode(gaussian_codes(codes, baselines, seed))))
 
     sweep = []
     for steps in steps_sweep:
-        state = generator.generate(count, seed, steps=steps, evaluate=False).state
+        state = generator.generate(baselines, seed, steps=steps, evaluate=False).state
         accuracy = errors_and_accuracy(generator, state, split)[1]
         sweep.append(
             {"steps": steps, "sampler": generator.card["sampler"]["method"], **accuracy_stats(accuracy)}
         )
-    table = {"rows": rows, "steps_sweep": sweep, "count": count, "seed": seed, "split": split_name}
+    table = {
+        "rows": rows,
+        "steps_sweep": sweep,
+        "count": count,
+        "baseline_count": baselines,
+        "seed": seed,
+        "split": split_name,
+    }
     return Evaluation(table, accuracies)
 
 

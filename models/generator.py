@@ -1,7 +1,8 @@
 """A loaded generator: sample codes, decode them into ready networks, check them.
 
 noise (count, d) --ODE--> codes (count, d) --encoder.decode--> flat weights (count, D)
-  --layout--> stacked state dict --BatchNorm recalibration--> networks
+  --+ residual noise (optional, isotropic)--> --layout--> stacked state dict
+  --BatchNorm recalibration--> networks
   --validation batch--> per-network accuracy
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.architectures import Architecture, get_architecture
@@ -20,7 +22,18 @@ from models.flow import WeightEncoder, generate_codes, load_velocity
 from models.store import ArtifactError, discover_generators, read_card
 from models.weightspace import WeightLayout, batched_evaluate, check_state_dict, recalibrate_batchnorm
 
-__all__ = ["GeneratedEnsemble", "Generator", "discover_generators", "write_result"]
+__all__ = ["GeneratedEnsemble", "Generator", "discover_generators", "residual_noise", "write_result"]
+
+RESIDUAL_SEED_OFFSET = 2**32  # residual noise seeds lie above every job seed, apart from the ODE's noise
+
+
+def residual_noise(count: int, dim: int, seed: int, sigma: float) -> torch.Tensor:
+    """sigma * N(0, I) rows (count, dim); row i depends only on (seed, i), as the ODE's noise does."""
+    generator = torch.Generator().manual_seed(RESIDUAL_SEED_OFFSET + seed)
+    rows = torch.empty(count, dim)
+    for row in rows:
+        row.copy_(torch.randn(dim, generator=generator))
+    return rows.mul_(sigma)
 
 
 @dataclass
@@ -57,6 +70,10 @@ class Generator:
         self.device = device
         self.module = architecture.build().to(device)
         self.layout = WeightLayout.from_module(self.module)
+        sampler = card["sampler"]
+        # sigma per coordinate of the optional residual noise (see GeneratorRecipe.residual_noise)
+        ratio, spread = sampler.get("residual_noise", 0.0), sampler.get("zoo_spread", 0.0)
+        self.residual_sigma = ratio * spread / self.layout.dim**0.5
 
     @classmethod
     def load(cls, directory: Path, device: str | None = None) -> "Generator":
@@ -103,6 +120,35 @@ class Generator:
         labels = self.calibration["val_labels"].to(self.device)
         return batched_evaluate(self.module, state, images, labels)[1]
 
+    def sample_flat(
+        self,
+        count: int,
+        seed: int,
+        sampler: str | None = None,
+        steps: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_size: int = 256,
+        residual: bool = True,
+    ) -> torch.Tensor:
+        """Flat weights (count, D) on the generator's device: the flow's decoded samples, plus the
+        artifact's residual noise unless `residual` is False."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        codes = generate_codes(
+            self.flow,
+            count,
+            self.encoder.code_dim,
+            seed,
+            method=sampler or self.card["sampler"]["method"],
+            steps=steps or self.card["sampler"]["steps"],
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        flat = self.encoder.decode(codes.to(self.device))
+        if residual and self.residual_sigma > 0:
+            flat = flat + residual_noise(count, flat.shape[1], seed, self.residual_sigma).to(self.device)
+        return flat
+
     def generate(
         self,
         count: int,
@@ -114,21 +160,10 @@ class Generator:
         chunk_size: int = 256,
     ) -> GeneratedEnsemble:
         """`count` new networks from `seed` (bit-identical for the same arguments on CPU)."""
-        if count < 1:
-            raise ValueError(f"count must be at least 1, got {count}")
         method = sampler or self.card["sampler"]["method"]
         n_steps = steps or self.card["sampler"]["steps"]
-        codes = generate_codes(
-            self.flow,
-            count,
-            self.encoder.code_dim,
-            seed,
-            method=method,
-            steps=n_steps,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-        state = self.finish(self.decode(codes))
+        flat = self.sample_flat(count, seed, method, n_steps, progress, chunk_size)
+        state = self.finish(self.assemble(flat))
         accuracy = self.validation_accuracy(state) if evaluate else None
         metadata = {
             "architecture": self.architecture.name,
@@ -148,7 +183,10 @@ class Generator:
 def write_result(
     path: Path, ensemble: GeneratedEnsemble, extra_metadata: dict[str, str] | None = None
 ) -> None:
-    """Write a job result (DESIGN.md section 4) atomically: temporary file, then rename."""
+    """Write a job result (DESIGN.md section 4) atomically: temporary file, then rename.
+
+    A failed write (directory missing or read-only, disk full) raises OSError.
+    """
     path = Path(path)
     metadata = {"format": "pt", **ensemble.metadata, **(extra_metadata or {})}
     if ensemble.val_accuracy is not None:
@@ -157,5 +195,7 @@ def write_result(
     try:
         save_file(ensemble.state, str(temporary), metadata=metadata)
         os.replace(temporary, path)
+    except SafetensorError as error:  # how safetensors reports a failed write
+        raise OSError(f"cannot write {path}: {error}") from error
     finally:
         temporary.unlink(missing_ok=True)

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 from models.build_generator import GeneratorRecipe, build_from_zoo
 from models.flow import FlowTrainConfig
-from models.generator import Generator, write_result
+from models.generator import Generator, residual_noise, write_result
 from models.store import ArtifactError, discover_generators, read_card
-from models.weightspace import batched_evaluate
+from models.weightspace import WeightLayout, batched_evaluate
 from models.zoo.build import train_zoo
-from models.zoo.canonical import canonicalize_zoo
+from models.zoo.canonical import canonicalize_zoo, load_canonical_zoo
 from models.zoo.datasets import load_dataset
 from models.zoo.train import default_recipe
 
@@ -77,7 +77,17 @@ def test_card_records_zoo_and_recipe(artifact):
     card = read_card(artifact[0])
     assert card["name"] == "mlp-digits" and card["architecture"]["name"] == "mlp-digits"
     assert card["zoo"]["size"] == 24 and card["zoo"]["template"] == "medoid"
-    assert card["encoder"]["code_dim"] == 16 and card["sampler"] == {"method": "rk4", "steps": 8}
+    assert card["encoder"]["code_dim"] == 16
+    assert {k: card["sampler"][k] for k in ("method", "steps", "residual_noise")} == {
+        "method": "rk4",
+        "steps": 8,
+        "residual_noise": 0.0,
+    }
+    # the zoo spread is the median distance from each member to its nearest other member
+    zoo = load_canonical_zoo(artifact[1]).zoo
+    flat = WeightLayout.from_module(zoo.architecture.build()).flatten_stacked(zoo.stacked)
+    spread = torch.cdist(flat.double(), flat.double()).fill_diagonal_(float("inf")).min(1).values.median()
+    assert card["sampler"]["zoo_spread"] == pytest.approx(spread.item(), rel=1e-5)
     assert (artifact[0] / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert discover_generators(artifact[0].parent) == {"mlp-digits": artifact[0]}
 
@@ -104,7 +114,6 @@ def test_evaluation_table_baselines_and_record(artifact, tmp_path):
     import shutil
 
     from models.evaluation import evaluate_generator, record_evaluation
-    from models.zoo.canonical import load_canonical_zoo
 
     directory = tmp_path / "mlp-digits"
     shutil.copytree(artifact[0], directory)
@@ -124,3 +133,49 @@ def test_evaluation_table_baselines_and_record(artifact, tmp_path):
     assert card["evaluation"]["rows"]["generated"]["mean"] == rows["generated"]["mean"]
     assert card["generated"]["test_accuracy"]["mean"] == rows["generated"]["mean"]
     assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def with_residual_noise(source: Path, destination: Path, ratio: float) -> Generator:
+    """A copy of the artifact whose card asks for residual noise at novelty ratio `ratio`."""
+    import shutil
+
+    from models.store import update_card
+
+    shutil.copytree(source, destination)
+    update_card(destination, {"sampler": {**read_card(source)["sampler"], "residual_noise": ratio}})
+    return Generator.load(destination, device="cpu")
+
+
+def test_residual_noise_is_isotropic_at_the_card_ratio_and_seeded(artifact, tmp_path):
+    plain = Generator.load(artifact[0], device="cpu")
+    noisy = with_residual_noise(artifact[0], tmp_path / "mlp-digits", 0.2)
+    spread, dim = noisy.card["sampler"]["zoo_spread"], noisy.layout.dim
+    assert plain.residual_sigma == 0 and noisy.residual_sigma == pytest.approx(0.2 * spread / dim**0.5)
+    flow_only = noisy.sample_flat(6, seed=2, residual=False)
+    assert torch.equal(flow_only, plain.sample_flat(6, seed=2)), "without residual noise: the flow's samples"
+    offsets = noisy.sample_flat(6, seed=2) - flow_only
+    # each network moves by ~0.2 zoo spreads, in a direction of its own
+    assert offsets.norm(dim=1) == pytest.approx(torch.full((6,), 0.2 * spread), rel=0.1)
+    assert offsets.mean().abs() < 0.1 * noisy.residual_sigma
+    cosines = torch.nn.functional.normalize(offsets, dim=1) @ torch.nn.functional.normalize(offsets, dim=1).T
+    assert (cosines - torch.eye(6)).abs().max() < 0.2
+    # seeded; the noise of the first networks of a larger request is the same noise
+    assert torch.equal(noisy.sample_flat(6, seed=2), noisy.sample_flat(6, seed=2))
+    assert torch.equal(residual_noise(3, dim, 2, 1.0), residual_noise(6, dim, 2, 1.0)[:3])
+    assert not torch.equal(residual_noise(3, dim, 3, 1.0), residual_noise(3, dim, 2, 1.0))
+    ensemble = noisy.generate(6, seed=2, evaluate=False)
+    assert torch.equal(noisy.layout.flatten_stacked(ensemble.state), noisy.sample_flat(6, seed=2))
+
+
+def test_evaluation_reports_the_flow_alone_beside_residual_noise(artifact, tmp_path):
+    from models.evaluation import evaluate_generator
+
+    noisy = with_residual_noise(artifact[0], tmp_path / "mlp-digits", 0.2)
+    zoo = load_canonical_zoo(artifact[1]).zoo.stacked
+    table = evaluate_generator(
+        noisy, zoo, load_dataset("digits").val, count=12, steps_sweep=(2,), baseline_count=6
+    ).table
+    rows = table["rows"]
+    assert rows["generated"]["count"] == rows["flow only"]["count"] == 12
+    assert rows["pca-gaussian"]["count"] == 6 and table["baseline_count"] == 6
+    assert rows["generated"]["novelty_ratio"] > rows["flow only"]["novelty_ratio"]
