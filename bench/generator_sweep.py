@@ -9,7 +9,13 @@ members at the same novelty ratio.
 Choice rule (in order): the most novel setting meeting the aim (r >= 0.25 and
 mean accuracy >= zoo mean - 0.5); else the most accurate one meeting the bar
 (r >= 0.10, generated-to-generated ratio >= 0.10, accuracy >= zoo mean - 1,
->= 90% of networks at or above the zoo minimum); else the most accurate.
+>= 90% of networks at or above the zoo minimum); else, among the settings novel
+enough for the bar (both ratios >= 0.10), the one with the largest share at or
+above the zoo minimum; else the most accurate.
+
+Each row is also printed as a JSON line as soon as it is measured;
+`--table-from LOG...` rebuilds the table and the choice from such lines (for
+a run that was stopped early, or several runs put together).
 
 Run: python -m bench.generator_sweep --architecture mlp-fashion [--zoo DIR] [--quick] [--keep DIR]
 """
@@ -18,7 +24,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,12 @@ import torch
 from bench.common import report
 from models.build_generator import GeneratorRecipe, fit_flow, recipe_for, write_generator, zoo_spread
 from models.evaluation import evaluate_generator
+from models.flow import FlowTrainConfig
+from models.flow.plotting import plot_loss_curve
 from models.generator import Generator
+from models.store import read_card
 from models.zoo.canonical import load_canonical_zoo
-from models.zoo.datasets import load_dataset
+from models.zoo.datasets import Split, load_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +72,15 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=None)
     parser.add_argument("--template", default=None, help="canonical template kind (default: the zoo's best)")
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--baseline-count", type=int, default=None, help="networks per baseline row")
+    parser.add_argument("--val-size", type=int, default=None, help="first N validation images only")
+    parser.add_argument("--only", nargs="+", default=None, help="training settings to run, by label")
+    parser.add_argument(
+        "--table-from", type=Path, nargs="+", default=None, help="rebuild the table from logged JSON rows"
+    )
+    parser.add_argument(
+        "--artifact", type=Path, default=None, help="try residual levels on this built artifact's flow only"
+    )
     parser.add_argument("--quick", action="store_true", help="three settings only")
     parser.add_argument("--keep", type=Path, default=None, help="keep every artifact under this folder")
     parser.add_argument(
@@ -70,19 +88,34 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.table_from:
+        lines = [line for log in args.table_from for line in log.read_text().splitlines()]
+        rows = [json.loads(line) for line in lines if line.startswith('{"setting"')]
+        write_table(args.architecture, rows, {"logs": [str(log) for log in args.table_from]})
+        return
 
     canonical = load_canonical_zoo(
         args.zoo or REPO_ROOT / "build" / "zoos" / args.architecture, args.template
     )
     architecture = canonical.zoo.architecture
     dataset = load_dataset(architecture.dataset)
+    val = dataset.val if args.val_size is None else Split(*(t[: args.val_size] for t in astuple(dataset.val)))
     rows, work = [], args.keep or Path(tempfile.mkdtemp())
-    for label, base, members in settings(recipe_for(architecture.name), args.quick):
+    grid = settings(recipe_for(architecture.name), args.quick)
+    if args.artifact is not None:
+        grid = [("built", recipe_from_card(args.artifact), None)]
+    for label, base, members in grid:
+        if args.only and label not in args.only:
+            continue
         stacked = canonical.zoo.stacked
         if members is not None:
             stacked = {k: v[:members] for k, v in stacked.items()}
         start = time.perf_counter()
-        encoder, flow, _ = fit_flow(stacked, architecture, base)
+        if args.artifact is None:
+            encoder, flow, history = fit_flow(stacked, architecture, base)
+        else:
+            built = Generator.load(args.artifact, device="cpu")
+            encoder, flow, history = built.encoder, built.flow, []
         fit_s = time.perf_counter() - start
         spread = zoo_spread(stacked, architecture)
         for level in RESIDUAL_LEVELS:
@@ -93,20 +126,41 @@ def main() -> None:
             write_generator(
                 directory, architecture, canonical.template, encoder, flow, dataset, recipe, spread, extra
             )
+            if history:
+                plot_loss_curve(history, directory / "loss.png")
             generator = Generator.load(directory, device="cpu")
             table = evaluate_generator(
-                generator, stacked, dataset.val, args.count, steps_sweep=(), split_name="val"
+                generator,
+                stacked,
+                val,
+                args.count,
+                steps_sweep=(),
+                split_name="val",
+                baseline_count=args.baseline_count,
             ).table["rows"]
             rows.append(sweep_row(name, recipe, members or canonical.zoo.size, fit_s, table))
             print(json.dumps(rows[-1]), flush=True)
+    extra = {
+        "template": canonical.kind,
+        "validation_images": len(val),
+        "count": args.count,
+        "baseline_count": args.baseline_count or args.count,
+    }
+    write_table(architecture.name, rows, extra)
+
+
+def write_table(architecture: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """Print the settings table, write bench/results/generator_sweep_<architecture>.json, name the choice."""
     chosen = choose(rows)
-    report(
-        f"generator_sweep_{architecture.name}",
-        f"{architecture.name}: settings vs (accuracy, novelty), validation split, {args.count} networks each",
-        rows,
-        {"chosen": chosen, "template": canonical.kind},
-    )
+    title = f"{architecture}: settings vs (accuracy, novelty) on the validation split"
+    report(f"generator_sweep_{architecture}", title, rows, {"chosen": chosen, **extra})
     print(f"chosen on validation: {chosen}")
+
+
+def recipe_from_card(artifact: Path) -> GeneratorRecipe:
+    """The recipe an artifact was built with (its card's `recipe`)."""
+    recipe = read_card(artifact)["recipe"]
+    return GeneratorRecipe(**{**recipe, "train": FlowTrainConfig(**recipe["train"])})
 
 
 def sweep_row(
@@ -142,15 +196,13 @@ def choose(rows: list[dict[str, Any]]) -> str:
     aim = [r for r in rows if r["r"] >= 0.25 and r["gen acc"] >= r["zoo acc"] - 0.5]
     if aim:
         return max(aim, key=lambda r: r["r"])["setting"]
-    bar = [
-        r
-        for r in rows
-        if r["r"] >= 0.10
-        and r["gen-gen r"] >= 0.10
-        and r["gen acc"] >= r["zoo acc"] - 1.0
-        and r[">= zoo min"] >= 0.9
-    ]
-    return max(bar or rows, key=lambda r: r["gen acc"])["setting"]
+    novel = [r for r in rows if r["r"] >= 0.10 and r["gen-gen r"] >= 0.10]
+    bar = [r for r in novel if r["gen acc"] >= r["zoo acc"] - 1.0 and r[">= zoo min"] >= 0.9]
+    if bar:
+        return max(bar, key=lambda r: r["gen acc"])["setting"]
+    if novel:
+        return max(novel, key=lambda r: (r[">= zoo min"], r["gen acc"]))["setting"]
+    return max(rows, key=lambda r: r["gen acc"])["setting"]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,22 @@ generator_app = typer.Typer(help="Build and inspect generator artifacts.", no_ar
 
 GeneratorsOption = Annotated[Path, typer.Option(help="Folder of generator artifacts.")]
 ZooOption = Annotated[Path | None, typer.Option(help="Canonicalized zoo folder (default build/zoos/ARCH).")]
+DEFAULT_STEPS = "1,2,4,8,16,32"
+BaselineCountOption = Annotated[
+    int | None, typer.Option(help="Networks per baseline row and steps-sweep row (default: count).")
+]
+StepsOption = Annotated[str, typer.Option(help="Sampler step counts for the accuracy-vs-steps table.")]
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """Step counts from text such as "1,4,16"; a clear error for anything else."""
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise typer.BadParameter(f"--steps takes positive integers separated by commas, got {text!r}")
+    return steps
 
 
 @generator_app.command("build")
@@ -32,6 +48,8 @@ def build(
     evaluate_count: Annotated[
         int, typer.Option(help="Networks generated for the card's table; 0 skips.")
     ] = 100,
+    baseline_count: BaselineCountOption = None,
+    steps: StepsOption = DEFAULT_STEPS,
 ) -> None:
     """Fit the encoder and flow on ARCHITECTURE's canonical zoo; write generators/ARCHITECTURE/."""
     with user_errors():
@@ -56,7 +74,9 @@ def build(
             build_from_zoo(zoo or DEFAULT_ZOOS / architecture, out, recipe, progress=on_step)
         console.print(f"wrote {out}")
         if evaluate_count:
-            run_evaluation(architecture, zoo, generators, evaluate_count, seed=0)
+            run_evaluation(
+                architecture, zoo, generators, evaluate_count, 0, "test", baseline_count, parse_steps(steps)
+            )
 
 
 @generator_app.command("list")
@@ -91,13 +111,12 @@ def evaluate(
     count: Annotated[int, typer.Option(help="Networks to generate.")] = 100,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     split: Annotated[str, typer.Option(help="test (reported) or val (for choosing settings).")] = "test",
-    baseline_count: Annotated[
-        int | None, typer.Option(help="Networks per baseline row and steps-sweep row (default: count).")
-    ] = None,
+    baseline_count: BaselineCountOption = None,
+    steps: StepsOption = DEFAULT_STEPS,
 ) -> None:
     """Zoo vs generated vs baselines: accuracy, novelty, steps; recorded in card.json + evaluation.png."""
     with user_errors():
-        run_evaluation(architecture, zoo, generators, count, seed, split, baseline_count)
+        run_evaluation(architecture, zoo, generators, count, seed, split, baseline_count, parse_steps(steps))
 
 
 def run_evaluation(
@@ -108,6 +127,7 @@ def run_evaluation(
     seed: int,
     split: str = "test",
     baseline_count: int | None = None,
+    steps_sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
 ) -> None:
     from models.evaluation import evaluate_generator, record_evaluation
     from models.generator import Generator
@@ -126,6 +146,7 @@ def run_evaluation(
             data,
             count,
             seed,
+            steps_sweep,
             split_name=split,
             baseline_count=baseline_count,
         )

@@ -88,7 +88,7 @@ class Generator:
             encoder = WeightEncoder.load(directory / "encoder.safetensors").to(target)
             flow = load_velocity(directory / "flow.safetensors", device=target)
             calibration = load_file(str(directory / "calibration.safetensors"))
-        except (KeyError, ValueError, OSError) as error:
+        except (KeyError, ValueError, OSError, SafetensorError) as error:
             raise ArtifactError(f"generator artifact {directory} is unusable: {error}") from error
         return cls(directory, card, architecture, template, encoder, flow, calibration, target)
 

@@ -89,3 +89,10 @@ def manifest_text(out: Path) -> str:
         return (out / "manifest.json").read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_evaluate_refuses_malformed_step_counts():
+    for bad in ("0,4", "a,b", ","):
+        result = runner.invoke(app, ["evaluate", "mlp-digits", "--steps", bad])
+        assert result.exit_code == 2, result.output
+        assert "--steps takes positive integers separated by commas" in result.output
