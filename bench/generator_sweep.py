@@ -31,7 +31,14 @@ from typing import Any
 import torch
 
 from bench.common import report
-from models.build_generator import GeneratorRecipe, fit_flow, recipe_for, write_generator, zoo_spread
+from models.build_generator import (
+    GeneratorRecipe,
+    fit_flow,
+    recipe_for,
+    write_generator,
+    zoo_card,
+    zoo_spread,
+)
 from models.evaluation import evaluate_generator
 from models.flow import FlowTrainConfig
 from models.flow.plotting import plot_loss_curve
@@ -76,6 +83,9 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=None, help="first N validation images only")
     parser.add_argument("--only", nargs="+", default=None, help="training settings to run, by label")
     parser.add_argument(
+        "--residual", type=float, nargs="+", default=RESIDUAL_LEVELS, help="residual noise levels to try"
+    )
+    parser.add_argument(
         "--table-from", type=Path, nargs="+", default=None, help="rebuild the table from logged JSON rows"
     )
     parser.add_argument(
@@ -118,11 +128,11 @@ def main() -> None:
             encoder, flow, history = built.encoder, built.flow, []
         fit_s = time.perf_counter() - start
         spread = zoo_spread(stacked, architecture)
-        for level in RESIDUAL_LEVELS:
+        for level in args.residual:
             recipe = replace(base, residual_noise=level)
             name = f"{label} + residual {level:.2f}"
             directory = work / name.replace(" ", "_").replace("/", "-") / architecture.name
-            extra = {"zoo": {"template": canonical.kind}}
+            extra = {"zoo": zoo_card(canonical) if members is None else {"template": canonical.kind}}
             write_generator(
                 directory, architecture, canonical.template, encoder, flow, dataset, recipe, spread, extra
             )

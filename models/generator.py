@@ -89,7 +89,10 @@ class Generator:
             flow = load_velocity(directory / "flow.safetensors", device=target)
             calibration = load_file(str(directory / "calibration.safetensors"))
         except (KeyError, ValueError, OSError, SafetensorError) as error:
-            raise ArtifactError(f"generator artifact {directory} is unusable: {error}") from error
+            raise ArtifactError(
+                f"generator artifact {directory} is unusable ({type(error).__name__}: {error}); "
+                f"rebuild it with `make generators` or restore the folder {directory}"
+            ) from error
         return cls(directory, card, architecture, template, encoder, flow, calibration, target)
 
     def assemble(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
