@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import report
+from bench.load_test import limits_for
 from bench.service_latency import embedded_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def main() -> None:
     artifact = REPO / "generators" / args.architecture
     if not (artifact / "card.json").is_file():
         sys.exit(f"no generator artifact at {artifact}: build it first")
-    with embedded_server([artifact], workers=0) as url:
+    with limits_for(args.warmup + args.requests), embedded_server([artifact], workers=0) as url:
         asyncio.run(load(url, args.architecture, args.warmup, args.concurrency))
         wall, latencies, failures = asyncio.run(load(url, args.architecture, args.requests, args.concurrency))
     quantiles = statistics.quantiles(latencies, n=100)

@@ -6,7 +6,7 @@
     path = job.download("ensemble.safetensors")
 
 Idempotent calls (GET, DELETE) are retried on connection errors and 502/503/504;
-POST /generate is not, so a retry never submits a job twice.
+POST /generate only with an `idempotency_key`, so a retry never submits a job twice.
 """
 
 import os
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from deepweightflow.errors import ConnectionFailed, JobFailed, WaitTimeout, error_for
+from deepweightflow.errors import ConnectionFailed, JobFailed, WaitTimeout, error_for, parse_retry_after
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {502, 503, 504}
@@ -52,9 +52,12 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; raise the typed error of a non-2xx answer. Retries only idempotent methods."""
-        attempts = 1 if method == "POST" else 1 + self.retries
+    def _send(self, method: str, path: str, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise the typed error of a non-2xx answer. Retries only idempotent requests
+        (by default: every method but POST)."""
+        if idempotent is None:
+            idempotent = method != "POST"
+        attempts = 1 + self.retries if idempotent else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
@@ -76,11 +79,19 @@ class Client:
         seed: int | None = None,
         sampler: str | None = None,
         steps: int | None = None,
+        idempotency_key: str | None = None,
     ) -> "Job":
-        """Submit a generation job (202); the returned Job knows its seed even when one was chosen for you."""
+        """Submit a generation job (202); the returned Job knows its seed even when one was chosen for you.
+
+        With `idempotency_key` (a fresh one per job, e.g. `str(uuid.uuid4())`) the submission is
+        retried like a GET: the server answers a repeat with the job the key already made.
+        """
         body: dict[str, Any] = {"architecture": architecture, "count": count}
         body |= {k: v for k, v in (("seed", seed), ("sampler", sampler), ("steps", steps)) if v is not None}
-        return Job(self, self._send("POST", "/generate", json=body).json())
+        if idempotency_key is None:
+            return Job(self, self._send("POST", "/generate", json=body).json())
+        headers = {"Idempotency-Key": idempotency_key}
+        return Job(self, self._send("POST", "/generate", idempotent=True, json=body, headers=headers).json())
 
     def job(self, job_id: str) -> "Job":
         """An existing job, by id."""
@@ -128,7 +139,9 @@ def _raise_for_problem(response: httpx.Response) -> None:
         problem = response.json()
     except ValueError:
         problem = {"detail": response.text[:500]}
-    raise error_for(response.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
+    if not isinstance(problem, dict):
+        problem = {"detail": str(problem)}
+    raise error_for(response.status_code, problem, parse_retry_after(response.headers.get("retry-after")))
 
 
 class Job:

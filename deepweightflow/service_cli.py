@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from deepweightflow.client import DEFAULT_URL, Client
-from deepweightflow.errors import DeepWeightFlowError
+from deepweightflow.errors import APIError, DeepWeightFlowError
 
 
 def serve(
@@ -76,13 +76,26 @@ def generate(
             job.wait(progress=True)
             path = job.download(output)
     except DeepWeightFlowError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {describe(error)}", err=True)
         raise typer.Exit(1) from error
     accuracy = job.val_accuracy
     summary = {"job": job.id, "path": str(path), "seed": job.seed}
     if accuracy:
         summary |= {"val_accuracy_mean": sum(accuracy) / len(accuracy), "val_accuracy_min": min(accuracy)}
     typer.echo(json.dumps(summary))
+
+
+def describe(error: DeepWeightFlowError) -> str:
+    """One line for the user: an API error's status and problem detail, and when to retry if the
+    server said (429, 503); anything else as it reads."""
+    if not isinstance(error, APIError):
+        return str(error)
+    text = f"{error.status}: {error.detail}"
+    wait = None if error.retry_after is None else f"{error.retry_after:g} s"
+    # (not when the detail says it already: "... retry in 5 s (retry after 5 s)")
+    if wait and error.status in (429, 503) and wait not in error.detail:
+        text += f" (retry after {wait})"
+    return text
 
 
 def generate_here(

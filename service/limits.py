@@ -23,8 +23,10 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        # A Content-Length that is not a number (HTTP servers refuse those themselves) is no claim of
+        # size: the limit then applies while the body streams in, as without the header.
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, send)
             return
         received = 0

@@ -1,16 +1,26 @@
 """Every error leaves the API as RFC 9457 problem details, media type application/problem+json."""
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.schemas import Problem
 
+log = logging.getLogger(__name__)
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+REDIS_RETRY_AFTER_S = 2  # what a 503 for an unreachable Redis tells clients to wait
+# Redis errors that mean "not now" rather than a bug: unreachable, too slow, loading its data
+# (BusyLoadingError is a ConnectionError), or a replica that a failover has not promoted yet.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisReadOnlyError)
 
 
 def documented(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -81,13 +91,48 @@ async def _on_http(request: Request, error: Exception) -> JSONResponse:
     return problem_response(request, error.status_code, str(error.detail), headers=error.headers)
 
 
+async def _on_redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("%s %s: Redis unavailable: %r", request.method, request.url.path, error)
+    return problem_response(
+        request,
+        503,
+        "the job store (Redis) is unavailable; retry shortly",
+        "redis-unavailable",
+        headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+    )
+
+
 async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
     return problem_response(request, 500, "internal error; see the server log", "internal-error")
 
 
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the handlers answer: every 4xx and 5xx response of every route
+    (FastAPI's own 422 included) is a Problem, in application/problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # cached by FastAPI in app.openapi_schema, and completed here once
+            problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if status[0] in "45":
+                            response["content"] = {PROBLEM_MEDIA_TYPE: problem}
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error (ours, validation, HTTP, unexpected) through problem details."""
+    """Route every error (ours, validation, HTTP, Redis unavailable, unexpected) through problem details."""
     app.add_exception_handler(ProblemError, _on_problem)
+    for unavailable in REDIS_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _on_redis_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -1,15 +1,24 @@
 """Redis and rq access for the API: enqueue generation jobs, read them back, cancel them.
 
 Jobs are stored with rq's JSON serializer (never pickle). A job's `meta` holds the
-resolved request, the worker's progress `{done, total}` and, once finished, the
-result summary the worker wrote (see `worker.jobs`).
+resolved request, the owner (an API key fingerprint, see `service.auth`), the worker's
+progress `{done, total}` and, once finished, the result summary the worker wrote (see
+`worker.jobs`).
+
+The connection is pooled per Redis URL and outlives Redis restarts: a command on a
+dropped connection reconnects and retries a few times within about a second, then
+raises redis's ConnectionError, which the API answers with 503 (see `service.problems`).
 """
 
+import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
@@ -29,26 +38,57 @@ ENDED = frozenset(
 
 @lru_cache(maxsize=8)
 def redis_connection(url: str) -> Redis:
-    """One pooled, thread-safe connection per Redis URL (redis://, rediss:// or unix://)."""
-    return Redis.from_url(url, health_check_interval=30)
+    """One pooled, thread-safe connection per Redis URL (redis://, rediss:// or unix://).
+
+    A failed command is retried 3 times, backing off 50-500 ms, on a fresh connection; with
+    Redis down a request gives up within about a second instead of redis-py's default ten retries.
+    """
+    return Redis.from_url(
+        url,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
+    )
+
+
+@lru_cache(maxsize=64)
+def _queue(url: str, name: str) -> Queue:
+    # Kept per process: a Queue asks Redis for its version once, before its first enqueue.
+    return Queue(name, connection=redis_connection(url), serializer=SERIALIZER)
 
 
 def generation_queue(settings: Settings) -> Queue:
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set: start the whole stack with `dwf serve`, or set REDIS_URL")
-    return Queue(settings.queue_name, connection=redis_connection(settings.redis_url), serializer=SERIALIZER)
+    return _queue(settings.redis_url, settings.queue_name)
 
 
-def enqueue_generation(queue: Queue, request: JobRequest, settings: Settings) -> Job:
-    """Put one generation job on the queue; the record outlives the result by `job_ttl - result_ttl`."""
-    return queue.enqueue(
+def new_job_id() -> str:
+    """A job id chosen before enqueueing (rq's format: a random UUID), so limits can count it first."""
+    return str(uuid.uuid4())
+
+
+def enqueue_generation(
+    queue: Queue,
+    request: JobRequest,
+    settings: Settings,
+    owner: str,
+    job_id: str,
+    pipeline: Pipeline | None = None,
+) -> Job:
+    """Put one generation job of `owner` on the queue; the record outlives the result by
+    `job_ttl - result_ttl`. With `pipeline` (in a transaction), the job is written when it executes."""
+    return queue.enqueue_call(
         JOB_FUNCTION,
         kwargs=request.model_dump(),
-        job_timeout=settings.job_timeout,
+        timeout=settings.job_timeout,
         result_ttl=settings.job_ttl,
         failure_ttl=settings.job_ttl,
         description=f"generate {request.count} x {request.architecture} (seed {request.seed})",
-        meta={"request": request.model_dump(), "progress": {"done": 0, "total": None}},
+        job_id=job_id,
+        meta={"request": request.model_dump(), "owner": owner, "progress": {"done": 0, "total": None}},
+        pipeline=pipeline,
     )
 
 

@@ -1,5 +1,6 @@
 """docker-compose.yml, its CPU override and the Dockerfile have what a deployment relies on."""
 
+import os
 import re
 from pathlib import Path
 
@@ -100,3 +101,41 @@ def test_dockerfile_is_cpu_by_default_cuda_by_build_argument() -> None:
 def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", "generators", "var", "tests"} <= ignored
+
+
+def test_api_keys_and_limits_reach_the_api(services: dict) -> None:
+    env = services["api"]["environment"]
+    assert env["DWF_API_KEYS"] == "${DWF_API_KEYS:-}" and env["DWF_API_KEY"] == "${DWF_API_KEY:-}"
+    assert env["DWF_RATE_LIMIT_PER_MINUTE"] == "${DWF_RATE_LIMIT_PER_MINUTE:-600}"
+    assert env["DWF_MAX_QUEUED_JOBS_PER_KEY"] == "${DWF_MAX_QUEUED_JOBS_PER_KEY:-100}"
+    assert "DWF_API_KEYS" not in services["worker"]["environment"]  # workers never see the keys
+
+
+def _default(value: str) -> str:
+    """What compose puts in the environment for `${VAR:-default}` with VAR unset: the default."""
+    match = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+    assert match, f"{value!r} is not ${{VAR:-default}}"
+    return match.group(2)
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_the_compose_defaults_are_the_settings_defaults(
+    services: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing set on the host, every `${VAR:-default}` loads (an empty number or storage backend
+    would not) and gives the app's own default."""
+    from service.settings import Settings
+
+    env = services[name]["environment"]
+    assert env["DWF_STORAGE_BACKEND"] == "${DWF_STORAGE_BACKEND:-local}"
+    assert {"DWF_JOB_HEARTBEAT_TTL", "DWF_JOB_RETRIES", "DWF_S3_BUCKET", "DWF_S3_ENDPOINT_URL"} <= set(env)
+    for key in [k for k in os.environ if k.startswith("DWF_") or k == "REDIS_URL"]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, _default(value) if str(value).startswith("${") else str(value))
+    settings = Settings()
+    assert settings.storage_backend == "local" and settings.s3_bucket is None and settings.s3_region is None
+    for field in ("rate_limit_per_minute", "max_queued_jobs_per_key", "job_heartbeat_ttl", "job_retries"):
+        assert getattr(settings, field) == Settings.model_fields[field].default, field
+    assert settings.s3_prefix == Settings.model_fields["s3_prefix"].default
+    assert settings.all_api_keys == ()

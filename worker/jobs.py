@@ -1,11 +1,10 @@
-"""The job function rq runs: generate an ensemble, write it atomically, report progress in job.meta."""
+"""The job function rq runs: generate an ensemble, store it, report progress in job.meta."""
 
 from typing import Any
 
 from rq import get_current_job
 
 from models.generator import write_result
-from service.results import result_path
 from worker.runtime import current_runtime
 
 
@@ -13,7 +12,9 @@ def generate_ensemble(architecture: str, count: int, seed: int, sampler: str, st
     """Generate `count` networks of `architecture` from `seed`; returns (and stores in job.meta) the summary.
 
     Progress goes to `job.meta["progress"] = {"done", "total"}` as the sampler finishes chunks.
-    A stop request interrupts the generation; the result is only written if none came.
+    A stop request interrupts the generation; the result is only stored if none came. The result
+    store (service.storage) publishes the file whole or not at all; if it cannot (results
+    directory not writable or full, bucket unreachable) the job fails with its ResultStoreError.
     """
     job = get_current_job()
     if job is None:
@@ -29,14 +30,12 @@ def generate_ensemble(architecture: str, count: int, seed: int, sampler: str, st
     with runtime.interruptible():
         ensemble = generator.generate(count, seed, sampler=sampler, steps=steps, progress=report)
     runtime.check_stop()
-    path = result_path(runtime.results_dir, job.id)
-    write_result(path, ensemble, {"job_id": job.id})
-    stat = path.stat()
+    stored = runtime.store.save(job.id, lambda path: write_result(path, ensemble, {"job_id": job.id}))
     summary = {
         "val_accuracy": None if ensemble.val_accuracy is None else ensemble.val_accuracy.tolist(),
         "metadata": {"format": "pt", **ensemble.metadata, "job_id": job.id},
-        "size_bytes": stat.st_size,
-        "expires_at": stat.st_mtime + runtime.result_ttl,  # the same clock the expiry sweep uses
+        "size_bytes": stored.size,
+        "expires_at": stored.stored_at + runtime.result_ttl,  # the same clock the expiry sweep uses
     }
     job.meta["progress"] = {"done": count, "total": count}
     job.meta["result"] = summary

@@ -13,6 +13,7 @@ from types import FrameType
 from models.generator import Generator, discover_generators
 from models.store import ArtifactError
 from service.settings import Settings, get_settings
+from service.storage import ResultStore, ResultStoreError, result_store
 
 log = logging.getLogger(__name__)
 STOP_SIGNAL = signal.SIGUSR1  # interrupts the main thread's job, as rq's SIGALRM does for timeouts
@@ -34,8 +35,8 @@ class Runtime:
 
     generators: dict[str, Generator]
     broken: dict[str, str]  # generator name -> why its artifact could not be loaded
-    results_dir: Path
-    result_ttl: int
+    store: ResultStore  # where job results go
+    result_ttl: int  # seconds a stored result stays downloadable
     stop_requested: threading.Event = field(default_factory=threading.Event)
     in_interruptible: bool = False
 
@@ -73,9 +74,21 @@ class Runtime:
             raise JobStopped("stopped on request")
 
 
+def _unusable(directory: Path, error: Exception) -> str:
+    """Why an artifact could not be loaded: ArtifactError says it all; anything else (a truncated
+    file whose hash was recomputed, a tensor of the wrong shape) gets the folder and the fix."""
+    if isinstance(error, ArtifactError):
+        return str(error)
+    return (
+        f"generator artifact {directory} is unusable ({type(error).__name__}: {error}); "
+        f"rebuild it with `make generators` or restore the folder {directory}"
+    )
+
+
 def load_runtime(settings: Settings) -> Runtime:
     """Load (and warm up) every generator under `settings.generators_dir` onto `settings.device`
-    (CUDA when present); an unusable artifact is logged and remembered, not fatal."""
+    (CUDA when present). An unusable artifact, or a result store that cannot take results now,
+    is logged (and the artifact remembered as broken), never fatal: the worker serves the rest."""
     generators, broken = {}, {}
     for name, directory in discover_generators(settings.generators_dir).items():
         if name.startswith("."):
@@ -83,16 +96,21 @@ def load_runtime(settings: Settings) -> Runtime:
         try:
             generators[name] = Generator.load(directory, device=settings.device)
             generators[name].generate(1, seed=0)  # warm-up: the first call pays one-off setup costs
-        except ArtifactError as error:
-            log.error("skipping generator %s: %s", name, error)
-            broken[name] = str(error)
+        except Exception as error:  # one bad artifact must not stop the worker serving the others
+            generators.pop(name, None)
+            broken[name] = _unusable(directory, error)
+            log.error("skipping generator %s: %s", name, broken[name])
     if not generators:
         log.warning("no usable generator under %s: every job will fail", settings.generators_dir)
     else:
         device = next(iter(generators.values())).device
         log.info("loaded generators %s on %s", ", ".join(sorted(generators)), device)
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    return Runtime(generators, broken, settings.results_dir, settings.result_ttl)
+    store = result_store(settings)
+    try:
+        store.check()
+    except ResultStoreError as error:
+        log.error("%s; until this is fixed, every job will fail as it stores its result", error)
+    return Runtime(generators, broken, store, settings.result_ttl)
 
 
 _runtime: Runtime | None = None

@@ -1,36 +1,74 @@
 """GET /jobs/{id}, GET /jobs/{id}/weights, DELETE /jobs/{id}."""
 
+import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from service.deps import QueueDep, SettingsDep
+from service.auth import Caller
+from service.deps import CallerDep, QueueDep, SettingsDep
 from service.problems import ProblemError, documented
 from service.queue import ENDED, cancel, fetch_job, job_resource
-from service.results import result_path
+from service.results import recover_abandoned_jobs
 from service.schemas import JobResource
+from service.settings import Settings
+from service.storage import ResultStoreError, result_store
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
 
 JOB_ERRORS = documented(
-    {401: "missing or wrong API key", 404: "no such job (never issued, or its record expired)"}
+    {
+        403: "the job belongs to another API key",
+        404: "no such job (never issued, or its record expired)",
+        503: "Redis is unavailable (see Retry-After)",
+    }
 )
 
 
-def _job_or_404(queue: Queue, job_id: str) -> Job:
+def _owned_job(queue: Queue, job_id: str, caller: Caller) -> Job:
+    """The job (404 if there is none), if the caller's key submitted it (403 if another did)."""
     job = fetch_job(queue, job_id)
     if job is None:
         raise ProblemError(404, "job-not-found", f"no job {job_id!r}")
+    if not caller.may_access(job.meta.get("owner")):
+        raise ProblemError(403, "forbidden", f"job {job_id} belongs to another API key")
+    return job
+
+
+def _settled(queue: Queue, job: Job, settings: Settings) -> Job:
+    """The job, re-read after settling the queue's abandoned jobs if it is `started`.
+
+    A job whose worker died stays `started` until some worker runs `recover_abandoned_jobs`;
+    with no worker left (`dwf serve`'s only one was killed) none ever does, so reading a
+    started job settles them here: one range query over the started registry when none
+    expired. A result store failing to delete a dead worker's result is logged, not raised.
+    """
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return job
+    try:
+        settled = recover_abandoned_jobs(
+            queue, result_store(settings), settings.job_heartbeat_ttl, settings.job_retries
+        )
+    except ResultStoreError as error:
+        log.error("settling abandoned jobs: %s", error)
+        settled = [job.id]  # it may be among those settled before the store failed
+    if job.id in settled:
+        job.refresh()
     return job
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=JOB_ERRORS)
-def get_job(job_id: str, queue: QueueDep) -> JobResource:
-    """Status (rq's names), progress, timestamps, error and result summary of a job."""
-    return job_resource(_job_or_404(queue, job_id))
+def get_job(job_id: str, queue: QueueDep, settings: SettingsDep, caller: CallerDep) -> JobResource:
+    """Status (rq's names), progress, timestamps, error and result summary of a job.
+
+    A started job whose worker died (no heartbeat for `job_heartbeat_ttl` s) is settled first:
+    failed, saying so, or queued again while `job_retries` allow.
+    """
+    return job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
 
 
 @router.get(
@@ -44,9 +82,15 @@ def get_job(job_id: str, queue: QueueDep) -> JobResource:
         ),
     },
 )
-def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep) -> FileResponse:
-    """Stream the job's safetensors file: every tensor stacked on a leading axis of length count."""
-    resource = job_resource(_job_or_404(queue, job_id), now=datetime.now(UTC))
+def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep, caller: CallerDep) -> Response:
+    """Stream the job's safetensors file: every tensor stacked on a leading axis of length count.
+
+    The API streams it from the result store (a local file, or an S3 object read as it is sent)
+    rather than redirecting to the object store, so the API stays the only public endpoint and
+    every download passes its API-key check.
+    """
+    job = _settled(queue, _owned_job(queue, job_id, caller), settings)
+    resource = job_resource(job, now=datetime.now(UTC))
     if resource.status != JobStatus.FINISHED.value or resource.result is None:
         raise ProblemError(
             409,
@@ -54,12 +98,22 @@ def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep) -> FileResp
             f"job {job_id} is {resource.status}; weights exist once it is finished",
             headers={"Retry-After": "1"} if resource.status not in ENDED else None,
         )
-    path = result_path(settings.results_dir, job_id)
-    if resource.result.expired or not path.is_file():
+    try:
+        stored = None if resource.result.expired else result_store(settings).open(job_id)
+    except ResultStoreError as error:
+        log.error("GET /jobs/%s/weights: %s", job_id, error)
+        raise ProblemError(
+            503, "result-store-unavailable", "the result store is unavailable", headers={"Retry-After": "5"}
+        ) from None
+    if stored is None:
         raise ProblemError(410, "result-expired", f"the result of job {job_id} has expired")
     request = resource.request
     filename = f"{request.architecture}-x{request.count}-seed{request.seed}-{job_id}.safetensors"
-    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+    if stored.path is not None:
+        return FileResponse(stored.path, media_type="application/octet-stream", filename=filename)
+    disposition = f'attachment; filename="{filename}"'
+    headers = {"Content-Length": str(stored.size), "Content-Disposition": disposition}
+    return StreamingResponse(stored.chunks, media_type="application/octet-stream", headers=headers)
 
 
 @router.delete(
@@ -71,9 +125,12 @@ def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep) -> FileResp
         **documented({409: "the job has already ended"}),
     },
 )
-def delete_job(job_id: str, queue: QueueDep, response: Response) -> JobResource:
-    """Cancel a queued job (200, status canceled) or ask the worker to stop a running one (202)."""
-    job = _job_or_404(queue, job_id)
+def delete_job(
+    job_id: str, queue: QueueDep, settings: SettingsDep, response: Response, caller: CallerDep
+) -> JobResource:
+    """Cancel a queued job (200, status canceled) or ask the worker to stop a running one (202).
+    A started job whose worker died is settled first (then 409 once failed)."""
+    job = _settled(queue, _owned_job(queue, job_id, caller), settings)
     if (current := job.get_status().value) in ENDED:
         raise ProblemError(409, "job-ended", f"job {job_id} has already ended ({current})")
     if cancel(queue, job) not in ENDED:

@@ -12,6 +12,7 @@ import worker.runtime
 from service.embedded import embedded_redis
 from service.queue import generation_queue
 from service.settings import Settings
+from service.storage import LocalResultStore
 from worker.process import GeneratorWorker
 from worker.runtime import Runtime
 
@@ -42,15 +43,17 @@ def queue(settings: Settings) -> Queue:
 @pytest.fixture
 def run_worker(
     settings: Settings, queue: Queue, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[dict], GeneratorWorker]]:
-    """run_worker({name: generator}) installs a runtime with those generators and works the queue empty."""
+) -> Iterator[Callable[..., GeneratorWorker]]:
+    """run_worker({name: generator}, broken={name: why}, **GeneratorWorker options) installs a
+    runtime with those generators and works the queue empty."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
 
-    def run(generators: dict) -> GeneratorWorker:
+    def run(generators: dict, broken: dict[str, str] | None = None, **options) -> GeneratorWorker:
         settings.results_dir.mkdir(parents=True, exist_ok=True)
-        runtime = Runtime(generators, {}, settings.results_dir, settings.result_ttl)
+        store = LocalResultStore(settings.results_dir)
+        runtime = Runtime(generators, broken or {}, store, settings.result_ttl)
         monkeypatch.setattr(worker.runtime, "_runtime", runtime)
-        process = GeneratorWorker([queue], runtime=runtime, connection=queue.connection)
+        process = GeneratorWorker([queue], runtime=runtime, connection=queue.connection, **options)
         process.work(burst=True, logging_level="WARNING")
         return process
 

@@ -8,7 +8,7 @@ import pytest
 
 from models.store import ArtifactError
 from service.settings import Settings
-from worker.expiry import sweep_results
+from service.storage import LocalResultStore
 from worker.runtime import JobStopped, load_runtime
 
 
@@ -25,10 +25,13 @@ def test_sweep_deletes_results_past_their_ttl_and_stale_temporaries(tmp_path: Pa
     stale_tmp = _touch(tmp_path / ".c.safetensors.tmp-123", 1000)
     writing_tmp = _touch(tmp_path / ".d.safetensors.tmp-456", 10)
     unrelated = _touch(tmp_path / "notes.txt", 10_000)
-    assert sweep_results(tmp_path, result_ttl=60, stale_tmp_after=600) == 2
+    store = LocalResultStore(tmp_path)
+    assert store.expire(result_ttl=60) == 1
+    assert store.sweep_temporaries(older_than=600) == 1
     assert not expired.exists() and not stale_tmp.exists()
     assert live.exists() and writing_tmp.exists() and unrelated.exists()
-    assert sweep_results(tmp_path / "missing", result_ttl=60, stale_tmp_after=600) == 0
+    missing = LocalResultStore(tmp_path / "missing")
+    assert missing.expire(result_ttl=60) == 0 and missing.sweep_temporaries(older_than=600) == 0
 
 
 def test_runtime_reports_broken_artifacts_by_name(tmp_path: Path) -> None:

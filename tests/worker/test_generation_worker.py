@@ -18,10 +18,11 @@ from rq.job import Job
 from safetensors import safe_open
 
 from models.generator import GeneratedEnsemble
-from service.queue import SERIALIZER, cancel, enqueue_generation, job_resource
-from service.results import result_path
+from service.queue import SERIALIZER, cancel, enqueue_generation, job_resource, new_job_id
+from service.results import recover_abandoned_jobs, result_path
 from service.schemas import JobRequest
 from service.settings import Settings
+from service.storage import LocalResultStore
 
 Progress = Callable[[int, int], None] | None
 
@@ -59,7 +60,7 @@ class StubGenerator:
 
 def _enqueue(queue: Queue, settings: Settings, count: int = 4, architecture: str = "stub") -> Job:
     request = JobRequest(architecture=architecture, count=count, seed=3, sampler="euler", steps=5)
-    return enqueue_generation(queue, request, settings)
+    return enqueue_generation(queue, request, settings, owner="anonymous", job_id=new_job_id())
 
 
 def _fetch(queue: Queue, job: Job) -> Job:
@@ -118,6 +119,24 @@ def test_a_job_over_its_timeout_is_killed_and_failed(queue, settings, run_worker
     assert resource.status == "failed"
     assert "JobTimeoutException" in resource.error
     assert 0 < resource.progress.done < 50
+
+
+def test_a_long_job_keeps_renewing_its_heartbeat(queue, settings, run_worker) -> None:
+    """A job running for two heartbeat TTLs is never taken for abandoned by `recover_abandoned_jobs`
+    (which other workers run), and its registry entry never reaches further than one TTL ahead:
+    that is how soon the job of a worker killed mid-job is found (tests/e2e/test_faults.py)."""
+    job = _enqueue(queue, settings, count=16)  # 16 x 0.25 s = 4 s
+    registry, store = queue.started_job_registry, LocalResultStore(settings.results_dir)
+    settled: list[list[str]] = []
+
+    def check_liveness() -> None:
+        [(_, expires_at)] = queue.connection.zrange(registry.key, 0, -1, withscores=True)
+        assert expires_at <= time.time() + 2
+        settled.append(recover_abandoned_jobs(queue, store, heartbeat_ttl=2, retries=0))
+
+    run_worker({"stub": StubGenerator(delay_s=0.25, on_progress=check_liveness)}, heartbeat_ttl=2)
+    assert _fetch(queue, job).get_status().value == "finished"
+    assert settled == [[]] * 16
 
 
 def test_a_running_job_stops_on_request(queue, settings, run_worker) -> None:
