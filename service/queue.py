@@ -78,7 +78,8 @@ def enqueue_generation(
     pipeline: Pipeline | None = None,
 ) -> Job:
     """Put one generation job of `owner` on the queue; the record outlives the result by
-    `job_ttl - result_ttl`. With `pipeline` (in a transaction), the job is written when it executes."""
+    `job_ttl - result_ttl`, and the job may be retried `job_retries` times if its worker dies.
+    With `pipeline` (in a transaction), the job is written when it executes."""
     return queue.enqueue_call(
         JOB_FUNCTION,
         kwargs=request.model_dump(),
@@ -87,7 +88,12 @@ def enqueue_generation(
         failure_ttl=settings.job_ttl,
         description=f"generate {request.count} x {request.architecture} (seed {request.seed})",
         job_id=job_id,
-        meta={"request": request.model_dump(), "owner": owner, "progress": {"done": 0, "total": None}},
+        meta={
+            "request": request.model_dump(),
+            "owner": owner,
+            "progress": {"done": 0, "total": None},
+            "max_retries": settings.job_retries,  # fixed at submission: every settling process agrees
+        },
         pipeline=pipeline,
     )
 

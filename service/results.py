@@ -41,7 +41,8 @@ def worker_died_message(job: Job, heartbeat_ttl: int, retries: int) -> str:
 
 def recover_abandoned_jobs(queue: Queue, store: "ResultStore", heartbeat_ttl: int, retries: int) -> list[str]:
     """Settle each started job of `queue` whose heartbeat expired: queue it again if it has been
-    abandoned at most `retries` times, else fail it (deleting any result its worker stored just
+    abandoned at most its `max_retries` times (recorded at submission; `retries` for a job without
+    one), else fail it (deleting any result its worker stored just
     before dying). Returns the ids of the jobs settled.
 
     Safe to run from many processes at once: a process settles a job only if its ZREM of the
@@ -60,7 +61,8 @@ def recover_abandoned_jobs(queue: Queue, store: "ResultStore", heartbeat_ttl: in
         if job.get_status(refresh=False) != JobStatus.STARTED:
             continue  # it ended normally; only its registry entry was left behind
         job.meta[WORKER_DEATHS] = int(job.meta.get(WORKER_DEATHS, 0)) + 1
-        if job.meta[WORKER_DEATHS] <= retries:
+        allowed = int(job.meta.get("max_retries", retries))
+        if job.meta[WORKER_DEATHS] <= allowed:
             job.meta["progress"] = {"done": 0, "total": None}
             job.save_meta()
             queue.enqueue_job(job)
@@ -69,7 +71,7 @@ def recover_abandoned_jobs(queue: Queue, store: "ResultStore", heartbeat_ttl: in
             job.save_meta()
             job.ended_at = now()
             with connection.pipeline() as pipeline:
-                record_job_failure(job, worker_died_message(job, heartbeat_ttl, retries), pipeline)
+                record_job_failure(job, worker_died_message(job, heartbeat_ttl, allowed), pipeline)
                 pipeline.execute()
             log.warning("job %s: worker %s died; job failed", job.id, job.worker_name)
             store.delete(job.id)

@@ -110,3 +110,15 @@ def test_with_retries_left_reading_it_queues_it_again(settings: Settings, queue:
     assert body["status"] == "queued" and body["error"] is None
     assert queue.job_ids == [job_id]
     assert Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER).meta["worker_deaths"] == 1
+
+
+def test_the_retry_budget_is_the_one_set_when_the_job_was_submitted(settings: Settings, queue: Queue) -> None:
+    """An API (or worker) with other settings settles the job by the budget it was submitted with."""
+    with TestClient(app_for(settings.model_copy(update={"job_retries": 1}))) as submitting_api:
+        job_id = _submit(submitting_api)
+    with TestClient(app_for(settings.model_copy(update={"job_retries": 0}))) as reading_api:
+        _start(queue, job_id, heartbeat_expires_in=-1)
+        assert reading_api.get(f"/jobs/{job_id}").json()["status"] == "queued"
+        _start(queue, job_id, heartbeat_expires_in=-1)
+        body = reading_api.get(f"/jobs/{job_id}").json()
+    assert body["status"] == "failed" and "WorkerDied" in body["error"]
