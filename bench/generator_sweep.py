@@ -7,11 +7,17 @@ next to a zoo member + Gaussian noise and an interpolation between two aligned
 members at the same novelty ratio.
 
 Choice rule (in order): the most novel setting meeting the aim (r >= 0.25 and
-mean accuracy >= zoo mean - 0.5); else the most accurate one meeting the bar
-(r >= 0.10, generated-to-generated ratio >= 0.10, accuracy >= zoo mean - 1,
->= 90% of networks at or above the zoo minimum); else, among the settings novel
-enough for the bar (both ratios >= 0.10), the one with the largest share at or
-above the zoo minimum; else the most accurate.
+mean accuracy >= zoo mean - 0.5); else, among those meeting the bar (r >= 0.10,
+generated-to-generated ratio >= 0.10, accuracy >= zoo mean - 1, >= 90% of
+networks at or above the zoo minimum), the largest share at or above the zoo
+minimum, ties going to the more novel (a screened setting that ran out of
+candidates and filled with rejected ones does not count as meeting the bar);
+else, among the settings novel enough for the bar (both ratios >= 0.10), the
+largest share, ties going to the more accurate; else the most accurate.
+
+With screening in the recipe (`--screening-size`, `--screening-quantile`), each
+level gives two rows: the first `count` candidates unscreened, and the screened
+networks, whose noise baseline is screened alike.
 
 Each row is also printed as a JSON line as soon as it is measured;
 `--table-from LOG...` rebuilds the table and the choice from such lines (for
@@ -21,7 +27,9 @@ Run: python -m bench.generator_sweep --architecture mlp-fashion [--zoo DIR] [--q
 """
 
 import argparse
+import itertools
 import json
+import sys
 import tempfile
 import time
 from dataclasses import astuple, replace
@@ -35,15 +43,16 @@ from models.build_generator import (
     GeneratorRecipe,
     fit_flow,
     recipe_for,
+    screening_entry,
     write_generator,
     zoo_card,
     zoo_spread,
 )
 from models.evaluation import evaluate_generator
-from models.flow import FlowTrainConfig
+from models.flow import WeightEncoder, load_velocity
 from models.flow.plotting import plot_loss_curve
 from models.generator import Generator
-from models.store import read_card
+from models.store import read_card, update_card
 from models.zoo.canonical import load_canonical_zoo
 from models.zoo.datasets import Split, load_dataset
 
@@ -51,6 +60,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 RESIDUAL_LEVELS = (0.0, 0.06, 0.09, 0.12)  # GeneratorRecipe.residual_noise tried on every flow
+LOGGED_DEFAULTS = {
+    "screened": False,
+    "candidates per net": 1.0,
+    "filled": 0,
+}  # columns older logged rows lack
 
 
 def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRecipe, int | None]]:
@@ -86,10 +100,26 @@ def main() -> None:
         "--residual", type=float, nargs="+", default=RESIDUAL_LEVELS, help="residual noise levels to try"
     )
     parser.add_argument(
+        "--screening-size",
+        type=int,
+        default=None,
+        help="training images to screen on (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--screening-quantile",
+        type=float,
+        nargs="+",
+        default=None,
+        help="zoo quantiles to try as the screening threshold (default: the recipe's)",
+    )
+    parser.add_argument(
         "--table-from", type=Path, nargs="+", default=None, help="rebuild the table from logged JSON rows"
     )
     parser.add_argument(
         "--artifact", type=Path, default=None, help="try residual levels on this built artifact's flow only"
+    )
+    parser.add_argument(
+        "--record-in", type=Path, default=None, help="put the table in this artifact's card (settings_sweep)"
     )
     parser.add_argument("--quick", action="store_true", help="three settings only")
     parser.add_argument("--keep", type=Path, default=None, help="keep every artifact under this folder")
@@ -100,8 +130,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.table_from:
         lines = [line for log in args.table_from for line in log.read_text().splitlines()]
-        rows = [json.loads(line) for line in lines if line.startswith('{"setting"')]
-        write_table(args.architecture, rows, {"logs": [str(log) for log in args.table_from]})
+        logged = [json.loads(line) for line in lines if line.startswith('{"setting"')]
+        first: dict[str, dict[str, Any]] = {}
+        for row in logged:  # the first row logged under each name
+            first.setdefault(row["setting"], row)
+        columns = max(first.values(), key=len).keys()  # the newest rows have every column
+        rows = [{key: {**LOGGED_DEFAULTS, **row}[key] for key in columns} for row in first.values()]
+        extra = {"logs": [str(log) for log in args.table_from]}
+        write_table(args.architecture, rows, extra, args.record_in)
         return
 
     canonical = load_canonical_zoo(
@@ -113,7 +149,7 @@ def main() -> None:
     rows, work = [], args.keep or Path(tempfile.mkdtemp())
     grid = settings(recipe_for(architecture.name), args.quick)
     if args.artifact is not None:
-        grid = [("built", recipe_from_card(args.artifact), None)]
+        grid = [("built", GeneratorRecipe.from_dict(read_card(args.artifact)["recipe"]), None)]
     for label, base, members in grid:
         if args.only and label not in args.only:
             continue
@@ -124,17 +160,30 @@ def main() -> None:
         if args.artifact is None:
             encoder, flow, history = fit_flow(stacked, architecture, base)
         else:
-            built = Generator.load(args.artifact, device="cpu")
-            encoder, flow, history = built.encoder, built.flow, []
+            encoder = WeightEncoder.load(args.artifact / "encoder.safetensors")
+            flow, history = load_velocity(args.artifact / "flow.safetensors", device="cpu"), []
         fit_s = time.perf_counter() - start
         spread = zoo_spread(stacked, architecture)
-        for level in args.residual:
-            recipe = replace(base, residual_noise=level)
+        if args.screening_size is not None:
+            base = replace(base, screening_size=args.screening_size)
+        quantiles = args.screening_quantile or [base.screening_quantile]
+        for level, quantile in itertools.product(args.residual, quantiles):
+            recipe = replace(base, residual_noise=level, screening_quantile=quantile)
             name = f"{label} + residual {level:.2f}"
             directory = work / name.replace(" ", "_").replace("/", "-") / architecture.name
             extra = {"zoo": zoo_card(canonical) if members is None else {"template": canonical.kind}}
+            screening = screening_entry(stacked, architecture, dataset, recipe)
             write_generator(
-                directory, architecture, canonical.template, encoder, flow, dataset, recipe, spread, extra
+                directory,
+                architecture,
+                canonical.template,
+                encoder,
+                flow,
+                dataset,
+                recipe,
+                spread,
+                screening,
+                extra,
             )
             if history:
                 plot_loss_curve(history, directory / "loss.png")
@@ -148,7 +197,13 @@ def main() -> None:
                 split_name="val",
                 baseline_count=args.baseline_count,
             ).table["rows"]
-            rows.append(sweep_row(name, recipe, members or canonical.zoo.size, fit_s, table))
+            size = members or canonical.zoo.size
+            if screening is not None:  # the same candidates, unscreened, are a row of their own
+                if all(row["setting"] != name for row in rows):  # once per residual level
+                    rows.append(sweep_row(name, recipe, size, fit_s, table, "unscreened"))
+                    print(json.dumps(rows[-1]), flush=True)
+                name += f" + screening q{recipe.screening_quantile:.2f}"
+            rows.append(sweep_row(name, recipe, size, fit_s, table, "generated"))
             print(json.dumps(rows[-1]), flush=True)
     extra = {
         "template": canonical.kind,
@@ -156,29 +211,36 @@ def main() -> None:
         "count": args.count,
         "baseline_count": args.baseline_count or args.count,
     }
-    write_table(architecture.name, rows, extra)
+    write_table(architecture.name, rows, extra, args.record_in)
 
 
-def write_table(architecture: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """Print the settings table, write bench/results/generator_sweep_<architecture>.json, name the choice."""
+def write_table(
+    architecture: str, rows: list[dict[str, Any]], extra: dict[str, Any], record_in: Path | None = None
+) -> None:
+    """Print the settings table, write bench/results/generator_sweep_<architecture>.json, name the
+    choice; with `record_in`, also put it in that artifact's card as `settings_sweep`."""
     chosen = choose(rows)
     title = f"{architecture}: settings vs (accuracy, novelty) on the validation split"
     report(f"generator_sweep_{architecture}", title, rows, {"chosen": chosen, **extra})
     print(f"chosen on validation: {chosen}")
-
-
-def recipe_from_card(artifact: Path) -> GeneratorRecipe:
-    """The recipe an artifact was built with (its card's `recipe`)."""
-    recipe = read_card(artifact)["recipe"]
-    return GeneratorRecipe(**{**recipe, "train": FlowTrainConfig(**recipe["train"])})
+    if record_in is not None:
+        command = "python -m bench.generator_sweep " + " ".join(sys.argv[1:])
+        sweep = {"split": "val", "command": command, **extra, "chosen": chosen, "rows": rows}
+        update_card(record_in, {"settings_sweep": sweep})
+        print(f"recorded in {record_in / 'card.json'}")
 
 
 def sweep_row(
-    name: str, recipe: GeneratorRecipe, members: int, fit_s: float, table: dict[str, Any]
+    name: str, recipe: GeneratorRecipe, members: int, fit_s: float, table: dict[str, Any], key: str
 ) -> dict[str, Any]:
-    """One line of the settings table: the setting, then (accuracy, novelty) and the baselines at its r."""
-    zoo, gen = table["zoo"], table["generated"]
-    noise = next(v for k, v in table.items() if k.startswith("noise@"))
+    """One line of the settings table: evaluation row `key` ("generated" or "unscreened") of the
+    setting, then (accuracy, novelty) and the baselines at the generated networks' r (the noise
+    baseline screened alike when the row is)."""
+    zoo, gen = table["zoo"], table[key]
+    screened = key == "generated" and "candidates" in gen
+    noise = next(
+        v for k, v in table.items() if k.startswith("noise@") and k.endswith(" screened") == screened
+    )
     interp = next(v for k, v in table.items() if k.startswith("interp@"))
     return {
         "setting": name,
@@ -187,6 +249,9 @@ def sweep_row(
         "iters": recipe.train.iterations,
         "members": members,
         "residual": recipe.residual_noise,
+        "screened": screened,
+        "candidates per net": gen["candidates"] / gen["count"] if screened else 1.0,
+        "filled": gen["filled"] if screened else 0,
         "fit s": fit_s,
         "zoo acc": zoo["mean"],
         "gen acc": gen["mean"],
@@ -207,9 +272,11 @@ def choose(rows: list[dict[str, Any]]) -> str:
     if aim:
         return max(aim, key=lambda r: r["r"])["setting"]
     novel = [r for r in rows if r["r"] >= 0.10 and r["gen-gen r"] >= 0.10]
-    bar = [r for r in novel if r["gen acc"] >= r["zoo acc"] - 1.0 and r[">= zoo min"] >= 0.9]
+    bar = [
+        r for r in novel if r["gen acc"] >= r["zoo acc"] - 1.0 and r[">= zoo min"] >= 0.9 and not r["filled"]
+    ]
     if bar:
-        return max(bar, key=lambda r: r["gen acc"])["setting"]
+        return max(bar, key=lambda r: (r[">= zoo min"], r["r"]))["setting"]
     if novel:
         return max(novel, key=lambda r: (r[">= zoo min"], r["gen acc"]))["setting"]
     return max(rows, key=lambda r: r["gen acc"])["setting"]

@@ -50,6 +50,13 @@ def build(
     ] = 100,
     baseline_count: BaselineCountOption = None,
     steps: StepsOption = DEFAULT_STEPS,
+    reuse_flow: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-flow",
+            help="Keep the existing artifact's encoder and flow; rewrite only sampling settings and data.",
+        ),
+    ] = False,
 ) -> None:
     """Fit the encoder and flow on ARCHITECTURE's canonical zoo; write generators/ARCHITECTURE/."""
     with user_errors():
@@ -65,13 +72,17 @@ def build(
         if iterations is not None:
             recipe = replace(recipe, train=replace(recipe.train, iterations=iterations))
         out = generators / architecture
-        with progress_bar() as progress:
-            task = progress.add_task("flow training", total=recipe.train.iterations)
+        source = zoo or DEFAULT_ZOOS / architecture
+        if reuse_flow:
+            build_from_zoo(source, out, recipe, reuse_flow=True)
+        else:
+            with progress_bar() as progress:
+                task = progress.add_task("flow training", total=recipe.train.iterations)
 
-            def on_step(done: int, total: int, loss: float) -> None:
-                progress.update(task, completed=done, description=f"flow training (loss {loss:.4f})")
+                def on_step(done: int, total: int, loss: float) -> None:
+                    progress.update(task, completed=done, description=f"flow training (loss {loss:.4f})")
 
-            build_from_zoo(zoo or DEFAULT_ZOOS / architecture, out, recipe, progress=on_step)
+                build_from_zoo(source, out, recipe, progress=on_step)
         console.print(f"wrote {out}")
         if evaluate_count:
             run_evaluation(
@@ -171,10 +182,11 @@ def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
         "error_iou_median": "error IoU",
     }
     out.add_column("row", no_wrap=True)
-    for header in columns.values():
+    for header in (*columns.values(), "drawn"):
         out.add_column(header, justify="right")
     for name, row in table["rows"].items():
-        out.add_row(name, *("-" if c not in row else f"{row[c]:.2f}" for c in columns))
+        cells = ("-" if c not in row else f"{row[c]:.2f}" for c in columns)
+        out.add_row(name, *cells, str(row.get("candidates", row["count"])))  # screening draws more
     console.print(out)
     steps = Table(title="accuracy vs sampler steps")
     for column in ("sampler", "steps", "mean", "std", "min"):
@@ -210,6 +222,16 @@ def generate_local(
             count, seed, sampler, steps, progress=lambda done, total: progress.update(task, completed=done)
         )
     write_result(out, ensemble)
+    if "screening_candidates" in ensemble.metadata:
+        meta = ensemble.metadata
+        console.print(
+            f"screening: {meta['screening_accepted']} of {meta['screening_candidates']} candidates passed"
+            + (
+                f", {meta['screening_filled']} filled with the best rejected"
+                if meta["screening_filled"] != "0"
+                else ""
+            )
+        )
     if ensemble.val_accuracy is not None:
         acc = ensemble.val_accuracy * 100
         console.print(

@@ -2,14 +2,19 @@
 
 Every row is a set of networks measured on the test split:
 - `zoo`: the canonical zoo members (their own BatchNorm statistics);
-- `generated`: networks sampled from the generator (BatchNorm recalibrated);
-- `flow only`: the same samples without the residual noise (when the artifact adds any);
-- `noise@r`: a zoo member plus isotropic noise at the generated networks' novelty ratio;
+- `generated`: networks sampled from the generator (BatchNorm recalibrated, screened when the
+  artifact screens: its row says how many candidates were drawn);
+- `unscreened`: the first `count` candidates of the same stream, none rejected (screening only);
+- `flow only`: unscreened samples without the residual noise (when the artifact adds any);
+- `noise@r`: a zoo member plus isotropic noise at the generated networks' novelty ratio, and
+  `noise@r screened`: the same candidates through the generator's screening (screening only);
 - `interp@w`: interpolation between two aligned members, at the weight giving about that ratio;
 - `pca-gaussian`: a Gaussian fitted to the zoo's codes, decoded.
-Baselines get the same BatchNorm recalibration as generated networks.
+Baselines get the same BatchNorm recalibration as generated networks. The steps sweep
+measures unscreened samples: it shows the sampler, not the screening.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +87,7 @@ def evaluate_generator(
     rows: dict[str, Any] = {"zoo": {"count": len(zoo_flat), **zoo_stats, **reference.to_dict()}}
     accuracies = {"zoo": zoo_accuracy}
 
-    def measure(name: str, state: dict[str, torch.Tensor]) -> None:
+    def measure(name: str, state: dict[str, torch.Tensor], **extra: Any) -> None:
         errors, accuracy = errors_and_accuracy(generator, state, split)
         accuracies[name] = accuracy
         flat = layout.flatten_stacked(state).float().cpu()
@@ -90,19 +95,29 @@ def evaluate_generator(
             "count": len(flat),
             **accuracy_stats(accuracy, zoo_stats["min"]),
             **novelty(flat, errors, zoo_flat, zoo_errors).to_dict(),
+            **extra,
         }
 
     def from_flat(flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return generator.finish(generator.assemble(flat))
 
-    measure("generated", generator.generate(count, seed, evaluate=False).state)
+    generated = generator.generate(count, seed, evaluate=False)
+    counts = {
+        k.removeprefix("screening_"): int(v) for k, v in generated.metadata.items() if "screening_" in k
+    }
+    measure("generated", generated.state, **counts)
+    if generator.screening is not None:
+        measure("unscreened", from_flat(generator.sample_flat(count, seed)))
     if generator.residual_sigma > 0:
         measure("flow only", from_flat(generator.sample_flat(count, seed, residual=False)))
     ratio = rows["generated"]["novelty_ratio"]
-    measure(
-        f"noise@r={ratio:.2f}",
-        from_flat(noisy_members(zoo_flat, baselines, ratio, reference.nearest_zoo_l2_median, seed)),
-    )
+    screening = generator.screening
+    pool = math.ceil(baselines * (screening.max_candidates if screening else 1))
+    noisy = noisy_members(zoo_flat, pool, ratio, reference.nearest_zoo_l2_median, seed)
+    measure(f"noise@r={ratio:.2f}", from_flat(noisy[:baselines]))
+    if screening is not None:
+        state, noise_counts = generator.screen(lambda start, n: noisy[start : start + n], baselines)
+        measure(f"noise@r={ratio:.2f} screened", state, **noise_counts)
     weight = min(
         0.5, ratio * reference.nearest_zoo_l2_median / torch.pdist(zoo_flat.double()).median().item()
     )
@@ -112,7 +127,7 @@ def evaluate_generator(
 
     sweep = []
     for steps in steps_sweep:
-        state = generator.generate(baselines, seed, steps=steps, evaluate=False).state
+        state = generator.generate(baselines, seed, steps=steps, evaluate=False, screen=False).state
         accuracy = errors_and_accuracy(generator, state, split)[1]
         sweep.append(
             {"steps": steps, "sampler": generator.card["sampler"]["method"], **accuracy_stats(accuracy)}

@@ -2,11 +2,13 @@
 
 noise (count, d) --ODE--> codes (count, d) --encoder.decode--> flat weights (count, D)
   --+ residual noise (optional, isotropic)--> --layout--> stacked state dict
-  --BatchNorm recalibration--> networks
+  --BatchNorm recalibration--> candidate networks
+  --screening (optional): keep those as accurate as the zoo on training images--> networks
   --validation batch--> per-network accuracy
 """
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,22 +20,48 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.architectures import Architecture, get_architecture
-from models.flow import WeightEncoder, generate_codes, load_velocity
+from models.data_batches import DataBatches, unpack_batches
+from models.flow import WeightEncoder, generate_codes, load_velocity, noise_rows
 from models.store import ArtifactError, discover_generators, read_card
 from models.weightspace import WeightLayout, batched_evaluate, check_state_dict, recalibrate_batchnorm
 
-__all__ = ["GeneratedEnsemble", "Generator", "discover_generators", "residual_noise", "write_result"]
+__all__ = [
+    "GeneratedEnsemble",
+    "Generator",
+    "Screening",
+    "discover_generators",
+    "residual_noise",
+    "write_result",
+]
 
-RESIDUAL_SEED_OFFSET = 2**32  # residual noise seeds lie above every job seed, apart from the ODE's noise
+RESIDUAL_STREAM = 1  # noise_rows stream of the residual noise (the ODE's noise is stream 0)
+SCREENING_BLOCK = 8  # candidates drawn and scored together when screening (fixed: see Generator.screen)
+Candidates = Callable[[int, int], torch.Tensor]  # (start, n) -> flat weights (n, D) of candidates start..
 
 
-def residual_noise(count: int, dim: int, seed: int, sigma: float) -> torch.Tensor:
-    """sigma * N(0, I) rows (count, dim); row i depends only on (seed, i), as the ODE's noise does."""
-    generator = torch.Generator().manual_seed(RESIDUAL_SEED_OFFSET + seed)
-    rows = torch.empty(count, dim)
-    for row in rows:
-        row.copy_(torch.randn(dim, generator=generator))
-    return rows.mul_(sigma)
+def residual_noise(count: int, dim: int, seed: int, sigma: float, start: int = 0) -> torch.Tensor:
+    """sigma * N(0, I) rows (count, dim): rows start.. of the seed's residual stream (row i: (seed, i))."""
+    return noise_rows(count, dim, seed, start, stream=RESIDUAL_STREAM).mul_(sigma)
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Keep a candidate network only if its accuracy on the artifact's training images reaches
+    `threshold`: the `quantile` of the zoo members' own accuracy on those images."""
+
+    images: int  # training images each candidate is scored on
+    quantile: float
+    threshold: float  # accuracy in [0, 1]
+    max_candidates: float  # candidates drawn per requested network at most
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or not 0 <= self.quantile <= 1 or self.max_candidates < 1:
+            raise ValueError(f"screening needs images >= 1, 0 <= quantile <= 1, max_candidates >= 1: {self}")
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> "Screening | None":
+        entry = card["sampler"].get("screening")
+        return None if not entry else cls(**entry)
 
 
 @dataclass
@@ -42,7 +70,7 @@ class GeneratedEnsemble:
         str, torch.Tensor
     ]  # stacked state dict, every tensor (count, ...) on CPU (float32; int64 BN counters)
     val_accuracy: torch.Tensor | None  # (count,) in [0, 1] on the artifact's validation batch
-    metadata: dict[str, str]  # architecture, generator_version, count, seed, sampler, steps
+    metadata: dict[str, str]  # architecture, generator_version, count, seed, sampler, steps, screening counts
 
 
 class Generator:
@@ -56,7 +84,7 @@ class Generator:
         template: dict[str, torch.Tensor],
         encoder: WeightEncoder,
         flow: torch.nn.Module,
-        calibration: dict[str, torch.Tensor],
+        batches: DataBatches,
         device: torch.device,
     ):
         self.directory = directory
@@ -66,7 +94,7 @@ class Generator:
         self.template = template
         self.encoder = encoder
         self.flow = flow
-        self.calibration = calibration
+        self.batches = batches.to(device)
         self.device = device
         self.module = architecture.build().to(device)
         self.layout = WeightLayout.from_module(self.module)
@@ -74,6 +102,7 @@ class Generator:
         # sigma per coordinate of the optional residual noise (see GeneratorRecipe.residual_noise)
         ratio, spread = sampler.get("residual_noise", 0.0), sampler.get("zoo_spread", 0.0)
         self.residual_sigma = ratio * spread / self.layout.dim**0.5
+        self.screening = Screening.from_card(card)
 
     @classmethod
     def load(cls, directory: Path, device: str | None = None) -> "Generator":
@@ -87,13 +116,18 @@ class Generator:
             check_state_dict(template, architecture.build().state_dict())
             encoder = WeightEncoder.load(directory / "encoder.safetensors").to(target)
             flow = load_velocity(directory / "flow.safetensors", device=target)
-            calibration = load_file(str(directory / "calibration.safetensors"))
-        except (KeyError, ValueError, OSError, SafetensorError) as error:
+            screening = Screening.from_card(card)
+            batches = unpack_batches(
+                load_file(str(directory / "calibration.safetensors")),
+                calibration_size=card["recipe"]["calibration_size"],
+                screening_size=0 if screening is None else screening.images,
+            )
+        except (KeyError, TypeError, ValueError, OSError, SafetensorError) as error:
             raise ArtifactError(
                 f"generator artifact {directory} is unusable ({type(error).__name__}: {error}); "
                 f"rebuild it with `make generators` or restore the folder {directory}"
             ) from error
-        return cls(directory, card, architecture, template, encoder, flow, calibration, target)
+        return cls(directory, card, architecture, template, encoder, flow, batches, target)
 
     def assemble(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Flat parameters (count, D) -> stacked state dict (count, ...) on the generator's device.
@@ -114,14 +148,17 @@ class Generator:
 
     def finish(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Recalibrate BatchNorm statistics on the artifact's calibration images (training data)."""
-        images = self.calibration["calibration_images"].to(self.device, torch.float32)
-        return recalibrate_batchnorm(self.module, state, images)
+        return recalibrate_batchnorm(self.module, state, self.batches.calibration)
 
     def validation_accuracy(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """(count,) accuracy on the held-out validation batch."""
-        images = self.calibration["val_images"].to(self.device, torch.float32)
-        labels = self.calibration["val_labels"].to(self.device)
-        return batched_evaluate(self.module, state, images, labels)[1]
+        validation = self.batches.validation
+        return batched_evaluate(self.module, state, validation.images, validation.labels)[1]
+
+    def screening_accuracy(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(count,) accuracy on the artifact's screening images (training split)."""
+        screening = self.batches.screening
+        return batched_evaluate(self.module, state, screening.images, screening.labels)[1]
 
     def sample_flat(
         self,
@@ -132,9 +169,11 @@ class Generator:
         progress: Callable[[int, int], None] | None = None,
         chunk_size: int = 256,
         residual: bool = True,
+        start: int = 0,
     ) -> torch.Tensor:
-        """Flat weights (count, D) on the generator's device: the flow's decoded samples, plus the
-        artifact's residual noise unless `residual` is False."""
+        """Flat weights (count, D) on the generator's device of candidates start.. of the seed's
+        stream: the flow's decoded samples, plus the artifact's residual noise unless `residual`
+        is False. Candidate i depends only on (seed, i)."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         codes = generate_codes(
@@ -146,11 +185,50 @@ class Generator:
             steps=steps or self.card["sampler"]["steps"],
             chunk_size=chunk_size,
             progress=progress,
+            start=start,
         )
         flat = self.encoder.decode(codes.to(self.device))
         if residual and self.residual_sigma > 0:
-            flat = flat + residual_noise(count, flat.shape[1], seed, self.residual_sigma).to(self.device)
+            noise = residual_noise(count, flat.shape[1], seed, self.residual_sigma, start)
+            flat = flat + noise.to(self.device)
         return flat
+
+    def screen(
+        self, candidates: Candidates, count: int, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """The first `count` candidates, in stream order, whose screening accuracy reaches the
+        threshold, as a finished stacked state dict (count, ...), and the counts drawn / filled.
+
+        Candidates are drawn in blocks of SCREENING_BLOCK at fixed stream offsets, so each one is
+        computed alike whatever the count (a smaller request is an exact prefix of a larger one).
+        At most ceil(max_candidates * count) are drawn; if too few pass, the most accurate
+        rejected ones fill the rest (`filled` says how many).
+        """
+        if self.screening is None:
+            raise ValueError(f"generator {self.name} has no screening in its card")
+        limit = math.ceil(self.screening.max_candidates * count)
+        kept: list[dict[str, torch.Tensor]] = []
+        spare: dict[str, torch.Tensor] | None = None  # the best rejected so far, at most `count`
+        spare_score = torch.empty(0)
+        drawn = accepted = 0
+        while accepted < count and drawn < limit:
+            block = min(SCREENING_BLOCK, limit - drawn)
+            state = self.finish(self.assemble(candidates(drawn, block)))
+            score = self.screening_accuracy(state).cpu()
+            passed = score >= self.screening.threshold
+            kept.append(_rows(state, passed.nonzero().flatten()[: count - accepted]))
+            accepted += len(kept[-1][next(iter(state))])
+            spare = _concat([s for s in (spare, _rows(state, (~passed).nonzero().flatten())) if s])
+            spare_score = torch.cat([spare_score, score[~passed]])
+            best = spare_score.argsort(descending=True, stable=True)[:count]
+            spare, spare_score = _rows(spare, best), spare_score[best]
+            drawn += block
+            if progress is not None:
+                progress(accepted, count)
+        filled = count - accepted
+        if filled:
+            kept.append(_rows(spare, torch.arange(filled)))
+        return _concat(kept), {"candidates": drawn, "accepted": accepted, "filled": filled}
 
     def generate(
         self,
@@ -161,13 +239,14 @@ class Generator:
         progress: Callable[[int, int], None] | None = None,
         evaluate: bool = True,
         chunk_size: int = 256,
+        screen: bool = True,
     ) -> GeneratedEnsemble:
-        """`count` new networks from `seed` (bit-identical for the same arguments on CPU)."""
+        """`count` new networks from `seed` (bit-identical for the same arguments on CPU),
+        screened when the card says so and `screen` is True."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
         method = sampler or self.card["sampler"]["method"]
         n_steps = steps or self.card["sampler"]["steps"]
-        flat = self.sample_flat(count, seed, method, n_steps, progress, chunk_size)
-        state = self.finish(self.assemble(flat))
-        accuracy = self.validation_accuracy(state) if evaluate else None
         metadata = {
             "architecture": self.architecture.name,
             "generator_version": str(self.card["version"]),
@@ -176,11 +255,32 @@ class Generator:
             "sampler": method,
             "steps": str(n_steps),
         }
+        if screen and self.screening is not None:
+
+            def candidates(start: int, n: int) -> torch.Tensor:
+                return self.sample_flat(n, seed, method, n_steps, chunk_size=chunk_size, start=start)
+
+            state, counts = self.screen(candidates, count, progress)
+            metadata.update({f"screening_{key}": str(value) for key, value in counts.items()})
+        else:
+            flat = self.sample_flat(count, seed, method, n_steps, progress, chunk_size)
+            state = self.finish(self.assemble(flat))
+        accuracy = self.validation_accuracy(state) if evaluate else None
         cpu_state = {
             k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.cpu().contiguous()
             for k, v in state.items()
         }
         return GeneratedEnsemble(cpu_state, None if accuracy is None else accuracy.cpu(), metadata)
+
+
+def _rows(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows `index` of every tensor of a stacked state dict."""
+    return {key: value[index.to(value.device)] for key, value in state.items()}
+
+
+def _concat(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacked state dicts joined along the network axis."""
+    return {key: torch.cat([state[key] for state in states]) for key in states[0]}
 
 
 def write_result(

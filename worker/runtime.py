@@ -95,7 +95,7 @@ def load_runtime(settings: Settings) -> Runtime:
             continue  # an artifact being written (models.store writes to a dot folder, then renames)
         try:
             generators[name] = Generator.load(directory, device=settings.device)
-            generators[name].generate(1, seed=0)  # warm-up: the first call pays one-off setup costs
+            generators[name].generate(1, seed=0, screen=False)  # warm-up: one-off setup costs
         except Exception as error:  # one bad artifact must not stop the worker serving the others
             generators.pop(name, None)
             broken[name] = _unusable(directory, error)

@@ -6,7 +6,7 @@ straight probability path and loss, ODE samplers and the trainer.
 
 from .encoder import EncoderConfig, WeightEncoder
 from .path import PathSample, cfm_loss, optimal_transport_pairing, sample_path
-from .samplers import METHODS, generate_codes, sample
+from .samplers import METHODS, generate_codes, noise_rows, sample
 from .trainer import FlowTrainConfig, TrainedFlow, train_flow
 from .velocity import VelocityConfig, VelocityMLP, load_velocity, save_velocity
 
@@ -22,6 +22,7 @@ __all__ = [
     "cfm_loss",
     "generate_codes",
     "load_velocity",
+    "noise_rows",
     "optimal_transport_pairing",
     "sample",
     "sample_path",

@@ -4,8 +4,9 @@ Fixed-step explicit Runge-Kutta methods on the uniform grid t_k = k / steps:
 `euler` (order 1, one velocity call per step), `midpoint` (order 2, two calls)
 and `rk4` (classical, order 4, four calls).
 
-`generate_codes` draws the noise from a seeded CPU generator, one row after the
-other, before any integration, so the noise depends on the seed alone. Matrix
+`generate_codes` draws the noise before any integration with `noise_rows`: row i
+comes from its own CPU generator seeded by (seed, i), so it depends on the seed
+and its index alone, and drawing a slice of the stream costs only its own rows. Matrix
 kernels choose their summation order by the batch shape, so a row's velocity
 can differ in the last bit between batches of different sizes; the network
 therefore always sees blocks of exactly BLOCK_ROWS rows at fixed row offsets
@@ -16,6 +17,7 @@ a request for n codes. Across devices they agree up to floating-point rounding.
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +26,24 @@ from models.weightspace import eval_mode
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (N, d), t (N,)) -> (N, d)
 Progress = Callable[[int, int], None]  # (codes done, codes total)
 BLOCK_ROWS = 64  # rows per network call in generate_codes
+ODE_STREAM = 0  # noise_rows stream of the ODE's starting points (models.generator uses others)
+
+
+def noise_rows(count: int, dim: int, seed: int, start: int = 0, stream: int = ODE_STREAM) -> torch.Tensor:
+    """N(0, I) rows (count, dim) float32: rows start .. start + count - 1 of the stream (seed, stream).
+
+    Row i is drawn from a CPU generator seeded by numpy's SeedSequence((seed, stream, i)), so it
+    depends on those three numbers alone: any slice of a stream equals the same rows of a longer one.
+    """
+    if seed < 0 or start < 0:
+        raise ValueError(f"seed and start must be >= 0, got {seed} and {start}")
+    rows = torch.empty(count, dim)
+    generator = torch.Generator()
+    for offset, row in enumerate(rows):
+        entropy = np.random.SeedSequence((seed, stream, start + offset)).generate_state(2, np.uint32)
+        generator.manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+        row.copy_(torch.randn(dim, generator=generator))
+    return rows
 
 
 def euler_step(v: VelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
@@ -93,8 +113,10 @@ def generate_codes(
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
-    """`count` codes (count, dim), float32 on CPU, from seeded N(0, I) noise through the flow.
+    """`count` codes (count, dim), float32 on CPU, from seeded N(0, I) noise through the flow:
+    rows start .. start + count - 1 of the seed's stream (`noise_rows`).
 
     `model` is a velocity network v(x, t) already on `device` (default: the device
     of its parameters). It runs in eval mode without gradients. The ODE state is
@@ -107,11 +129,9 @@ def generate_codes(
     wanted = torch.device(device) if device is not None else model_device
     if wanted.type != model_device.type or wanted.index not in (None, model_device.index):
         raise ValueError(f"the model is on {model_device}, not on the requested device {wanted}")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     padded = -(-count // BLOCK_ROWS) * BLOCK_ROWS
     noise = torch.zeros(padded, dim)
-    for row in noise[:count]:
-        row.copy_(torch.randn(dim, generator=generator))
+    noise[:count] = noise_rows(count, dim, seed, start)
     rows_per_chunk = max(BLOCK_ROWS, chunk_size // BLOCK_ROWS * BLOCK_ROWS)
     codes = torch.empty(padded, dim)
     with eval_mode(model):

@@ -49,6 +49,8 @@ class Dataset:
     test: Split
     num_classes: int
     fingerprint: str  # sha256 over the raw arrays and the split recipe
+    # (scale, mean, std) of `standardize`: raw pixels are recovered exactly, so batches store as uint8
+    pixel_stats: tuple[float, float, float] = (1.0, 0.0, 1.0)
 
 
 def fashion_search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -122,10 +124,22 @@ def make_dataset(
     mean, std = float(train_pixels.mean()), float(train_pixels.std())
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-        x = (torch.from_numpy(images.astype(np.float32) / scale) - mean) / std
+        x = standardize(torch.from_numpy(images.astype(np.float32)), scale, mean, std)
         return Split(x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)))
 
-    return Dataset(name, to_split(*train), to_split(*val), to_split(*test), num_classes, digest.hexdigest())
+    splits = (to_split(*train), to_split(*val), to_split(*test))
+    return Dataset(name, *splits, num_classes, digest.hexdigest(), pixel_stats=(scale, mean, std))
+
+
+def standardize(raw: torch.Tensor, scale: float, mean: float, std: float) -> torch.Tensor:
+    """Raw pixel values (any shape, uint8 or float) -> float32 (raw / scale - mean) / std."""
+    return (raw.float() / scale - mean) / std
+
+
+def raw_pixels(images: torch.Tensor, pixel_stats: tuple[float, float, float]) -> torch.Tensor:
+    """Inverse of `standardize` for integer pixel values: float32 images -> uint8 raw pixels."""
+    scale, mean, std = pixel_stats
+    return ((images * std + mean) * scale).round().clamp(0, 255).to(torch.uint8)
 
 
 @lru_cache(maxsize=4)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from deepweightflow.client import Client
 from deepweightflow.ensemble import load_ensemble, load_stacked
 from deepweightflow.errors import InvalidRequest, JobFailed, JobNotFound
+from models.data_batches import unpack_batches
 from models.generator import Generator
 from tests.service.stack import free_port, wait_until_ready
 
@@ -96,20 +97,18 @@ def test_generate_poll_download_and_load_match_what_the_worker_reported(
 
     networks = load_ensemble(path)
     assert len(networks) == 8 and all(not n.training for n in networks)
-    validation = {
-        k: v.float() if v.is_floating_point() else v
-        for k, v in load_file(str(ARTIFACT / "calibration.safetensors")).items()
-    }
-    measured = [_accuracy(n, validation["val_images"], validation["val_labels"]) for n in networks]
+    tensors = load_file(str(ARTIFACT / "calibration.safetensors"))
+    validation = unpack_batches(tensors, calibration_size=0, screening_size=0).validation
+    measured = [_accuracy(n, validation.images, validation.labels) for n in networks]
     assert measured == pytest.approx(job.val_accuracy, abs=1e-6)  # each network, as the worker reported
 
     stacked = load_stacked(path)
     assert stacked.metadata["job_id"] == job.id and stacked.metadata["seed"] == "123"
     assert stacked.val_accuracy == pytest.approx(job.val_accuracy, abs=1e-6)
-    logits = stacked.forward(validation["val_images"][:16])
+    logits = stacked.forward(validation.images[:16])
     assert logits.shape == (8, 16, 10)
     with torch.no_grad():
-        assert torch.allclose(logits[3], networks[3](validation["val_images"][:16]), atol=1e-5)
+        assert torch.allclose(logits[3], networks[3](validation.images[:16]), atol=1e-5)
 
 
 def _tensors(path: Path) -> dict[str, bytes]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.flow.samplers import METHODS, generate_codes, sample
+from models.flow.samplers import METHODS, generate_codes, noise_rows, sample
 from models.flow.velocity import VelocityConfig, VelocityMLP
 
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
@@ -96,7 +96,23 @@ def test_generate_codes_is_seeded_and_chunk_independent() -> None:
     # A smaller request is a prefix of a larger one.
     assert torch.equal(generate_codes(model, 5, 6, seed=7, method="midpoint", steps=5), reference[:5])
     assert generate_codes(model, 0, 6, seed=7).shape == (0, 6)
+    # Any slice of the stream: rows start.. equal the same rows of a longer request.
+    later = generate_codes(model, 70, 6, seed=7, method="midpoint", steps=5, start=130)
+    assert torch.equal(later, reference[130:])
     assert model.training, "the model's train/eval mode is restored"
+
+
+def test_noise_rows_depend_on_seed_stream_and_index_alone() -> None:
+    rows = noise_rows(50, 1000, seed=3)
+    assert rows.shape == (50, 1000) and rows.dtype == torch.float32
+    assert torch.equal(noise_rows(20, 1000, seed=3, start=30), rows[30:])
+    assert abs(rows.mean().item()) < 0.01 and abs(rows.std().item() - 1) < 0.01  # N(0, 1)
+    other_seed, other_stream = noise_rows(50, 1000, seed=4), noise_rows(50, 1000, seed=3, stream=1)
+    for other in (other_seed, other_stream):  # independent draws, not shifted copies
+        assert abs(torch.corrcoef(torch.stack([rows.flatten(), other.flatten()]))[0, 1]) < 0.01
+    assert abs(torch.corrcoef(rows)[0, 1:].abs().max().item()) < 0.15  # rows differ from each other
+    with pytest.raises(ValueError, match="seed and start must be >= 0"):
+        noise_rows(1, 3, seed=-1)
 
 
 def test_generate_codes_integrates_the_model_and_reports_progress() -> None:
@@ -106,8 +122,7 @@ def test_generate_codes_integrates_the_model_and_reports_progress() -> None:
         model, 150, 6, seed=1, steps=4, chunk_size=64, progress=lambda d, n: calls.append((d, n))
     )
     assert calls == [(64, 150), (128, 150), (150, 150)]
-    generator = torch.Generator().manual_seed(1)
-    noise = torch.stack([torch.randn(6, generator=generator) for _ in range(150)])
+    noise = noise_rows(150, 6, seed=1)
     with torch.no_grad():
         expected = sample(model.eval(), noise, "rk4", 4)
     torch.testing.assert_close(codes, expected)

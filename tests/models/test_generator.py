@@ -179,3 +179,119 @@ def test_evaluation_reports_the_flow_alone_beside_residual_noise(artifact, tmp_p
     assert rows["generated"]["count"] == rows["flow only"]["count"] == 12
     assert rows["pca-gaussian"]["count"] == 6 and table["baseline_count"] == 6
     assert rows["generated"]["novelty_ratio"] > rows["flow only"]["novelty_ratio"]
+
+
+def with_screening(source: Path, destination: Path, threshold: float, max_candidates: float) -> Generator:
+    """A copy of the artifact whose card screens candidates on its 512 training images."""
+    import shutil
+
+    from models.store import update_card
+
+    shutil.copytree(source, destination)
+    screening = {"images": 512, "quantile": 0.5, "threshold": threshold, "max_candidates": max_candidates}
+    update_card(destination, {"sampler": {**read_card(source)["sampler"], "screening": screening}})
+    return Generator.load(destination, device="cpu")
+
+
+def train_accuracy(generator: Generator, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(count,) accuracy on the first 512 training images: what screening scores."""
+    train = load_dataset("digits").train
+    return batched_evaluate(generator.module, state, train.images[:512], train.labels[:512])[1]
+
+
+def candidate_scores(generator: Generator, count: int, seed: int) -> tuple[dict, torch.Tensor]:
+    """The first `count` candidates of the seed's stream, finished in blocks of 8 as screening
+    draws them, and their accuracy on the screening images."""
+    blocks = [generator.sample_flat(min(8, count - s), seed, start=s) for s in range(0, count, 8)]
+    state = generator.finish(generator.assemble(torch.cat(blocks)))
+    return state, train_accuracy(generator, state)
+
+
+def test_screening_keeps_the_first_candidates_that_reach_the_threshold(artifact, tmp_path):
+    _, scores = candidate_scores(Generator.load(artifact[0], device="cpu"), 40, seed=5)
+    threshold = scores.median().item()  # about half the candidates pass
+    screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold, max_candidates=4)
+    calls = []
+    ensemble = screened.generate(6, seed=5, progress=lambda done, total: calls.append((done, total)))
+    drawn = int(ensemble.metadata["screening_candidates"])
+    assert ensemble.metadata["screening_accepted"] == "6" and ensemble.metadata["screening_filled"] == "0"
+    assert drawn % 8 == 0 and calls[-1] == (6, 6)
+    state, scores = candidate_scores(screened, drawn, seed=5)
+    first_passing = (scores >= threshold).nonzero().flatten()[:6]
+    assert all(torch.equal(ensemble.state[k], state[k][first_passing]) for k in state)
+    assert (train_accuracy(screened, ensemble.state) >= threshold).all()
+    # a smaller request is a prefix; without screening the same stream is returned unfiltered
+    smaller = screened.generate(3, seed=5, evaluate=False).state
+    assert all(torch.equal(smaller[k], ensemble.state[k][:3]) for k in smaller)
+    unscreened = screened.generate(6, seed=5, evaluate=False, screen=False).state
+    assert all(torch.allclose(unscreened[k], state[k][:6], atol=1e-6) for k in unscreened)
+
+
+def test_screening_fills_with_the_best_rejected_when_too_few_pass(artifact, tmp_path):
+    screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold=1.01, max_candidates=2.5)
+    ensemble = screened.generate(4, seed=9, evaluate=False)
+    assert ensemble.metadata["screening_candidates"] == "10"  # ceil(2.5 x 4), then it stops
+    assert ensemble.metadata["screening_filled"] == "4" and ensemble.metadata["screening_accepted"] == "0"
+    _, scores = candidate_scores(screened, 10, seed=9)
+    best = scores.sort(descending=True).values[:4]
+    assert train_accuracy(screened, ensemble.state).tolist() == best.tolist()
+
+
+def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
+    from models.build_generator import screening_entry
+
+    zoo = load_canonical_zoo(artifact[1]).zoo
+    dataset = load_dataset("digits")
+    recipe = replace(RECIPE, screening_size=300, screening_quantile=0.25, screening_max_candidates=3)
+    entry = screening_entry(zoo.stacked, zoo.architecture, dataset, recipe)
+    module = zoo.architecture.build()
+    accuracy = batched_evaluate(module, zoo.stacked, dataset.train.images[:300], dataset.train.labels[:300])[
+        1
+    ]
+    assert entry == {
+        "images": 300,
+        "quantile": 0.25,
+        "threshold": pytest.approx(torch.quantile(accuracy.double(), 0.25).item()),
+        "max_candidates": 3,
+    }
+    assert screening_entry(zoo.stacked, zoo.architecture, dataset, RECIPE) is None  # 0 images: off
+
+
+def test_evaluation_of_a_screening_generator_shows_what_screening_changes(artifact, tmp_path):
+    from models.evaluation import evaluate_generator
+
+    threshold = (
+        candidate_scores(Generator.load(artifact[0], device="cpu"), 40, seed=0)[1].quantile(0.4).item()
+    )
+    screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold, max_candidates=4)
+    zoo = load_canonical_zoo(artifact[1]).zoo.stacked
+    table = evaluate_generator(
+        screened, zoo, load_dataset("digits").val, count=12, steps_sweep=(2,), baseline_count=8
+    ).table
+    rows = table["rows"]
+    noise = next(name for name in rows if name.startswith("noise@") and not name.endswith("screened"))
+    assert rows["generated"]["candidates"] > 12 and rows["unscreened"]["count"] == 12
+    assert rows[f"{noise} screened"]["count"] == 8 and rows[f"{noise} screened"]["candidates"] >= 8
+    assert rows["generated"]["mean"] >= rows["unscreened"]["mean"]
+
+
+def test_a_rebuild_can_keep_the_flow_and_change_only_sampling(artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "mlp-digits"
+    shutil.copytree(artifact[0], copy)
+    build_from_zoo(
+        artifact[1], copy, replace(RECIPE, residual_noise=0.1, screening_size=200), reuse_flow=True
+    )
+    for name in ("flow.safetensors", "encoder.safetensors"):
+        kept, original = load_file(str(copy / name)), load_file(str(artifact[0] / name))
+        assert kept.keys() == original.keys() and all(torch.equal(kept[k], original[k]) for k in kept)
+    assert (copy / "loss.png").read_bytes() == (artifact[0] / "loss.png").read_bytes()
+    card = read_card(copy)
+    assert card["sampler"]["residual_noise"] == 0.1 and card["sampler"]["screening"]["images"] == 200
+    assert card["flow"] == read_card(artifact[0])["flow"]
+    with pytest.raises(ValueError, match="build without --reuse-flow"):
+        build_from_zoo(artifact[1], copy, replace(RECIPE, hidden=64), reuse_flow=True)
+    assert read_card(copy)["recipe"]["hidden"] == RECIPE.hidden, (
+        "a refused rebuild leaves the artifact as it was"
+    )

@@ -1,0 +1,61 @@
+"""The data a generator artifact carries (calibration.safetensors), stored as uint8 pixels.
+
+    train_images (S, C, H, W) uint8  the first S training images: BatchNorm recalibration uses
+                                     the first `calibration` of them, screening all of them
+    train_labels (S,) int64
+    val_images   (V, C, H, W) uint8  held-out validation batch (per-network accuracy in results)
+    val_labels   (V,) int64
+    pixel_stats  (3,) float64        (scale, mean, std) of models.zoo.datasets.standardize
+
+Raw pixels take a quarter of the bytes of float32 images and are standardized
+exactly as the dataset does, so a network sees the same inputs as in training.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from models.zoo.datasets import Dataset, Split, raw_pixels, standardize
+
+
+@dataclass(frozen=True)
+class DataBatches:
+    calibration: torch.Tensor  # (n, C, H, W) float32 training images for BatchNorm statistics
+    screening: Split  # training images and labels a candidate network is screened on (may be empty)
+    validation: Split  # held-out images and labels, per-network accuracy
+
+    def to(self, device: torch.device) -> "DataBatches":
+        def move(split: Split) -> Split:
+            return Split(split.images.to(device), split.labels.to(device))
+
+        return DataBatches(self.calibration.to(device), move(self.screening), move(self.validation))
+
+
+def pack_batches(
+    dataset: Dataset, calibration_size: int, screening_size: int, validation_size: int
+) -> dict[str, torch.Tensor]:
+    """The tensors of calibration.safetensors: deterministic slices of the training and validation splits."""
+    train_rows = max(calibration_size, screening_size)
+    return {
+        "train_images": raw_pixels(dataset.train.images[:train_rows], dataset.pixel_stats).contiguous(),
+        "train_labels": dataset.train.labels[:train_rows].contiguous(),
+        "val_images": raw_pixels(dataset.val.images[:validation_size], dataset.pixel_stats).contiguous(),
+        "val_labels": dataset.val.labels[:validation_size].contiguous(),
+        "pixel_stats": torch.tensor(dataset.pixel_stats, dtype=torch.float64),
+    }
+
+
+def unpack_batches(
+    tensors: dict[str, torch.Tensor], calibration_size: int, screening_size: int
+) -> DataBatches:
+    """calibration.safetensors tensors -> standardized float32 batches (KeyError if one is missing)."""
+    scale, mean, std = tensors["pixel_stats"].tolist()
+
+    def images(key: str, rows: int | None = None) -> torch.Tensor:
+        return standardize(tensors[key][:rows], scale, mean, std)
+
+    return DataBatches(
+        calibration=images("train_images", calibration_size),
+        screening=Split(images("train_images", screening_size), tensors["train_labels"][:screening_size]),
+        validation=Split(images("val_images"), tensors["val_labels"]),
+    )

@@ -1,0 +1,25 @@
+"""The generators shipped in generators/: loadable, within the size budget, cards complete."""
+
+from pathlib import Path
+
+import pytest
+
+from models.generator import Generator
+from models.store import discover_generators
+
+SHIPPED = Path(__file__).resolve().parents[2] / "generators"
+MAX_ARTIFACT_BYTES = 30_000_000  # 30 MB per artifact folder, everything in it included
+
+
+@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion"])
+def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
+    directory = discover_generators(SHIPPED)[name]
+    size = sum(path.stat().st_size for path in directory.iterdir())
+    assert size <= MAX_ARTIFACT_BYTES, f"{name} is {size / 1e6:.2f} MB"
+    generator = Generator.load(directory, device="cpu")
+    rows = generator.card["evaluation"]["rows"]
+    assert {"zoo", "generated", "pca-gaussian"} <= rows.keys()
+    assert rows["generated"]["count"] == generator.card["evaluation"]["count"] == 100
+    if generator.screening is not None:  # the table shows what screening changes, against the same baseline
+        assert "unscreened" in rows and any(k.startswith("noise@") and k.endswith("screened") for k in rows)
+    assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
