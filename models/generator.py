@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from models.architectures import Architecture, get_architecture
 from models.data_batches import DataBatches, unpack_batches
 from models.flow import WeightEncoder, generate_codes, load_velocity, noise_rows
+from models.flow.samplers import BLOCK_ROWS
 from models.store import ArtifactError, discover_generators, read_card
 from models.weightspace import WeightLayout, batched_evaluate, check_state_dict, recalibrate_batchnorm
 
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 RESIDUAL_STREAM = 1  # noise_rows stream of the residual noise (the ODE's noise is stream 0)
-SCREENING_BLOCK = 8  # candidates drawn and scored together when screening (fixed: see Generator.screen)
+SCREENING_BLOCK = (
+    8  # candidates scored together when screening (fixed: see Generator.screen); divides BLOCK_ROWS
+)
 Candidates = Callable[[int, int], torch.Tensor]  # (start, n) -> flat weights (n, D) of candidates start..
 
 
@@ -187,11 +190,32 @@ class Generator:
             progress=progress,
             start=start,
         )
+        return self.decode_flat(codes, seed, start, residual)
+
+    def decode_flat(self, codes: torch.Tensor, seed: int, start: int, residual: bool = True) -> torch.Tensor:
+        """Codes (n, d) of candidates start.. of the seed's stream -> flat weights (n, D), plus the
+        residual noise of those candidates unless `residual` is False."""
         flat = self.encoder.decode(codes.to(self.device))
         if residual and self.residual_sigma > 0:
-            noise = residual_noise(count, flat.shape[1], seed, self.residual_sigma, start)
+            noise = residual_noise(len(codes), flat.shape[1], seed, self.residual_sigma, start)
             flat = flat + noise.to(self.device)
         return flat
+
+    def candidate_stream(self, seed: int, sampler: str, steps: int) -> Candidates:
+        """candidates(start, n) for `screen`: the ODE runs on whole BLOCK_ROWS-aligned blocks of the
+        stream (the last one kept), decoding takes the SCREENING_BLOCK rows asked for."""
+        cached: dict[int, torch.Tensor] = {}
+
+        def candidates(start: int, n: int) -> torch.Tensor:
+            block = start - start % BLOCK_ROWS
+            if block not in cached:
+                cached.clear()
+                cached[block] = generate_codes(
+                    self.flow, BLOCK_ROWS, self.encoder.code_dim, seed, sampler, steps, start=block
+                )
+            return self.decode_flat(cached[block][start - block : start - block + n], seed, start)
+
+        return candidates
 
     def screen(
         self, candidates: Candidates, count: int, progress: Callable[[int, int], None] | None = None
@@ -256,10 +280,7 @@ class Generator:
             "steps": str(n_steps),
         }
         if screen and self.screening is not None:
-
-            def candidates(start: int, n: int) -> torch.Tensor:
-                return self.sample_flat(n, seed, method, n_steps, chunk_size=chunk_size, start=start)
-
+            candidates = self.candidate_stream(seed, method, n_steps)
             state, counts = self.screen(candidates, count, progress)
             metadata.update({f"screening_{key}": str(value) for key, value in counts.items()})
         else:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
     not (ARTIFACT / "card.json").is_file(), reason=f"generator artifact {ARTIFACT} is absent"
 )
 HEARTBEAT_TTL = 4  # seconds
-SLOW_JOB = {"architecture": "mlp-digits", "count": 512, "seed": 7, "steps": 100}  # ~8 s on one CPU thread
+SLOW_JOB = {"architecture": "mlp-digits", "count": 128, "seed": 7, "steps": 100}  # ~10-25 s on one CPU thread
 
 
 @pytest.fixture

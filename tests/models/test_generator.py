@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from models.build_generator import GeneratorRecipe, build_from_zoo
-from models.flow import FlowTrainConfig
+from models.flow import FlowTrainConfig, generate_codes
 from models.generator import Generator, residual_noise, write_result
 from models.store import ArtifactError, discover_generators, read_card
 from models.weightspace import WeightLayout, batched_evaluate
@@ -200,10 +200,12 @@ def train_accuracy(generator: Generator, state: dict[str, torch.Tensor]) -> torc
 
 
 def candidate_scores(generator: Generator, count: int, seed: int) -> tuple[dict, torch.Tensor]:
-    """The first `count` candidates of the seed's stream, finished in blocks of 8 as screening
-    draws them, and their accuracy on the screening images."""
-    blocks = [generator.sample_flat(min(8, count - s), seed, start=s) for s in range(0, count, 8)]
-    state = generator.finish(generator.assemble(torch.cat(blocks)))
+    """The first `count` candidates of the seed's stream, as screening computes them (the ODE on
+    whole 64-row blocks, decoding 8 rows at a time), finished, and their screening accuracy."""
+    steps, dim = generator.card["sampler"]["steps"], generator.encoder.code_dim
+    codes = generate_codes(generator.flow, -(-count // 64) * 64, dim, seed, "rk4", steps)[:count]
+    flat = torch.cat([generator.decode_flat(codes[s : s + 8], seed, start=s) for s in range(0, count, 8)])
+    state = generator.finish(generator.assemble(flat))
     return state, train_accuracy(generator, state)
 
 
