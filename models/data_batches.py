@@ -50,6 +50,12 @@ def unpack_batches(
 ) -> DataBatches:
     """calibration.safetensors tensors -> standardized float32 batches (KeyError if one is missing)."""
     scale, mean, std = tensors["pixel_stats"].tolist()
+    stored = len(tensors["train_labels"])
+    if stored < max(calibration_size, screening_size):
+        raise ValueError(
+            f"the artifact holds {stored} training images, its card asks for "
+            f"{max(calibration_size, screening_size)}"
+        )
 
     def images(key: str, rows: int | None = None) -> torch.Tensor:
         return standardize(tensors[key][:rows], scale, mean, std)

@@ -45,6 +45,6 @@ def plot_evaluation(table: dict[str, Any], accuracies: dict[str, torch.Tensor], 
     steps_axis.legend(fontsize=8)
     steps_axis.set_title("accuracy vs sampler steps")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -36,9 +36,9 @@ __all__ = [
 ]
 
 RESIDUAL_STREAM = 1  # noise_rows stream of the residual noise (the ODE's noise is stream 0)
-SCREENING_BLOCK = (
-    8  # candidates scored together when screening (fixed: see Generator.screen); divides BLOCK_ROWS
-)
+# Candidates scored together when screening, at fixed stream offsets (see Generator.screen);
+# it divides BLOCK_ROWS, so a block never straddles two ODE blocks.
+SCREENING_BLOCK = 8
 Candidates = Callable[[int, int], torch.Tensor]  # (start, n) -> flat weights (n, D) of candidates start..
 
 

@@ -1,5 +1,6 @@
 """The artifact's data batches: uint8 pixels that standardize back to exactly the dataset's images."""
 
+import pytest
 import torch
 
 from models.data_batches import pack_batches, unpack_batches
@@ -19,3 +20,9 @@ def test_packed_batches_are_uint8_and_unpack_to_the_dataset_images():
     assert torch.equal(batches.validation.labels, dataset.val.labels[:50])
     unscreened = unpack_batches(pack_batches(dataset, 100, 0, 50), calibration_size=100, screening_size=0)
     assert len(unscreened.calibration) == 100 and len(unscreened.screening.labels) == 0
+
+
+def test_a_card_asking_for_more_images_than_stored_is_refused():
+    tensors = pack_batches(load_dataset("digits"), calibration_size=100, screening_size=0, validation_size=50)
+    with pytest.raises(ValueError, match="holds 100 training images, its card asks for 300"):
+        unpack_batches(tensors, calibration_size=100, screening_size=300)
