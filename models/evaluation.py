@@ -14,7 +14,6 @@ Baselines get the same BatchNorm recalibration as generated networks. The steps 
 measures unscreened samples: it shows the sampler, not the screening.
 """
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +111,7 @@ def evaluate_generator(
         measure("flow only", from_flat(generator.sample_flat(count, seed, residual=False)))
     ratio = rows["generated"]["novelty_ratio"]
     screening = generator.screening
-    pool = math.ceil(baselines * (screening.max_candidates if screening else 1))
+    pool = screening.limit(baselines) if screening else baselines
     noisy = noisy_members(zoo_flat, pool, ratio, reference.nearest_zoo_l2_median, seed)
     measure(f"noise@r={ratio:.2f}", from_flat(noisy[:baselines]))
     if screening is not None:

@@ -61,6 +61,10 @@ class Screening:
         if self.images < 1 or not 0 <= self.quantile <= 1 or self.max_candidates < 1:
             raise ValueError(f"screening needs images >= 1, 0 <= quantile <= 1, max_candidates >= 1: {self}")
 
+    def limit(self, count: int) -> int:
+        """Candidates drawn at most for `count` networks: max_candidates * count in whole blocks."""
+        return math.ceil(self.max_candidates * count / SCREENING_BLOCK) * SCREENING_BLOCK
+
     @classmethod
     def from_card(cls, card: dict[str, Any]) -> "Screening | None":
         entry = card["sampler"].get("screening")
@@ -225,18 +229,18 @@ class Generator:
 
         Candidates are drawn in blocks of SCREENING_BLOCK at fixed stream offsets, so each one is
         computed alike whatever the count (a smaller request is an exact prefix of a larger one).
-        At most ceil(max_candidates * count) are drawn; if too few pass, the most accurate
-        rejected ones fill the rest (`filled` says how many).
+        At most `Screening.limit(count)` are drawn; if too few pass, the most accurate rejected
+        ones fill the rest (`filled` says how many).
         """
         if self.screening is None:
             raise ValueError(f"generator {self.name} has no screening in its card")
-        limit = math.ceil(self.screening.max_candidates * count)
+        limit = self.screening.limit(count)
         kept: list[dict[str, torch.Tensor]] = []
         spare: dict[str, torch.Tensor] | None = None  # the best rejected so far, at most `count`
         spare_score = torch.empty(0)
         drawn = accepted = 0
         while accepted < count and drawn < limit:
-            block = min(SCREENING_BLOCK, limit - drawn)
+            block = SCREENING_BLOCK
             state = self.finish(self.assemble(candidates(drawn, block)))
             score = self.screening_accuracy(state).cpu()
             passed = score >= self.screening.threshold
