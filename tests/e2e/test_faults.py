@@ -217,7 +217,7 @@ def test_a_write_failing_halfway_leaves_nothing_and_the_worker_goes_on(store_fau
     if settings.results_dir.parent.is_file():
         settings.results_dir.parent.unlink()
     before = set(settings.results_dir.iterdir()) if settings.results_dir.is_dir() else set()
-    too_big = _ended(api, _submit(api, count=200))  # 200 networks x 14 kB > FILE_SIZE_LIMIT
+    too_big = _ended(api, _submit(api, count=100), timeout=120)  # 100 networks x 14 kB > FILE_SIZE_LIMIT
     assert too_big["status"] == "failed"
     assert f"results directory {settings.results_dir} is not writable or is full" in too_big["error"]
     assert "File too large" in too_big["error"]
