@@ -12,16 +12,19 @@ POST /generate only with an `idempotency_key`, so a retry never submits a job tw
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from contract.files import atomic_write
 from deepweightflow.errors import ConnectionFailed, JobFailed, WaitTimeout, error_for, parse_retry_after
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {502, 503, 504}
 _FILENAME = re.compile(r"""filename="?([^";]+)"?""")
+T = TypeVar("T")
 
 
 class Client:
@@ -57,18 +60,30 @@ class Client:
         (by default: every method but POST)."""
         if idempotent is None:
             idempotent = method != "POST"
-        attempts = 1 + self.retries if idempotent else 1
+
+        def once(last: bool) -> httpx.Response:
+            response = self._http.request(method, path, **kwargs)
+            if response.status_code in RETRY_STATUSES and not last:
+                raise _RetryableStatus
+            _raise_for_problem(response)
+            return response
+
+        return self._attempt(
+            f"{method} {self._http.base_url}{path}", 1 + self.retries if idempotent else 1, once
+        )
+
+    def _attempt(self, what: str, attempts: int, once: Callable[[bool], T]) -> T:
+        """`once(last)` up to `attempts` times, backing off exponentially after a transport error or
+        a retryable status; the last transport error becomes ConnectionFailed."""
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self._http.request(method, path, **kwargs)
+                return once(last)
             except httpx.TransportError as error:
                 if last:
-                    raise ConnectionFailed(f"{method} {self._http.base_url}{path}: {error}") from error
-            else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    _raise_for_problem(response)
-                    return response
+                    raise ConnectionFailed(f"{what}: {error}") from error
+            except _RetryableStatus:
+                pass
             time.sleep(min(self.backoff * 2**attempt, 2.0))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -104,14 +119,11 @@ class Client:
     def download(self, job_id: str, path: str | os.PathLike) -> Path:
         """Stream a finished job's safetensors file to `path` (a file, or a directory to keep the server's
         file name); written to a temporary name first, so `path` never holds half a file."""
-        for attempt in range(1 + self.retries):
-            try:
-                return self._download_once(job_id, Path(path))
-            except httpx.TransportError as error:
-                if attempt == self.retries:
-                    raise ConnectionFailed(f"download of job {job_id}: {error}") from error
-                time.sleep(min(self.backoff * 2**attempt, 2.0))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return self._attempt(
+            f"download of job {job_id}",
+            1 + self.retries,
+            lambda _last: self._download_once(job_id, Path(path)),
+        )
 
     def _download_once(self, job_id: str, target: Path) -> Path:
         with self._http.stream("GET", f"/jobs/{job_id}/weights") as response:
@@ -121,15 +133,17 @@ class Client:
             if target.is_dir():
                 match = _FILENAME.search(response.headers.get("content-disposition", ""))
                 target = target / (match.group(1) if match else f"{job_id}.safetensors")
-            partial = target.with_name(f".{target.name}.part")
-            try:
+
+            def write(partial: Path) -> None:
                 with partial.open("wb") as handle:
                     for chunk in response.iter_bytes():
                         handle.write(chunk)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return target
+
+            return atomic_write(target, write)
+
+
+class _RetryableStatus(Exception):
+    """A 502/503/504 answer before the last attempt: try again."""
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from contract.files import atomic_write, atomic_write_text
 from models.weightspace import StateDictError, batched_evaluate, check_state_dict
 from models.zoo.datasets import Split, load_dataset
 from models.zoo.store import (
@@ -38,7 +39,6 @@ from models.zoo.store import (
     file_sha256,
     load_zoo,
     read_manifest,
-    replace_atomically,
     write_chunk,
     write_manifest,
 )
@@ -89,9 +89,8 @@ def write_canonical_zoo(
     out = canonical_dir(zoo.path, result.kind)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # until rewritten, the folder reads as "no zoo", not corrupted
-    template_tmp = out / f".{TEMPLATE_FILE}.tmp"
-    save_file({k: v.contiguous() for k, v in result.template.items()}, str(template_tmp), {"format": "pt"})
-    replace_atomically(template_tmp, out / TEMPLATE_FILE)
+    template = {k: v.contiguous() for k, v in result.template.items()}
+    atomic_write(out / TEMPLATE_FILE, lambda path: save_file(template, str(path), {"format": "pt"}))
     source = zoo.manifest
     manifest = ZooManifest(
         architecture=source.architecture,
@@ -165,10 +164,7 @@ def canonicalize_zoo(
         "templates": figures,
         "best": min(figures, key=lambda k: figures[k]["mean_pairwise_distance_after"]),
     }
-    path = Path(directory) / CANONICAL_DIR / SUMMARY
-    tmp = path.with_name(f".{SUMMARY}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    replace_atomically(tmp, path)
+    atomic_write_text(Path(directory) / CANONICAL_DIR / SUMMARY, json.dumps(summary, indent=2))
     return summary
 
 

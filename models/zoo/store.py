@@ -7,8 +7,8 @@ DIR/chunk-0001.safetensors   BatchNorm buffers included, with a leading axis of 
 ...
 ```
 
-Every file is written to a temporary name, flushed to disk, then renamed over
-its final name, so a reader sees either the old file or the new one. A chunk
+Every file is written through contract.files (a temporary name, flushed, renamed
+over the final name), so a reader sees either the old file or the new one. A chunk
 counts only once the manifest lists it with its sha256; the manifest is
 rewritten after each chunk. A crash can leave at most an unlisted chunk file,
 which is ignored and overwritten when the build resumes. `complete` turns true
@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from contract.files import atomic_write, atomic_write_text
 from models.architectures import Architecture, UnknownArchitectureError, get_architecture
 from models.weightspace import StateDictError, check_state_dict
 
@@ -121,14 +122,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def replace_atomically(tmp: Path, final: Path) -> None:
-    """Flush `tmp` to disk, make it world-readable (safetensors writes 0600), rename it to `final`."""
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, final)
-
-
 def chunk_name(index: int) -> str:
     return f"chunk-{index:04d}.safetensors"
 
@@ -136,17 +129,14 @@ def chunk_name(index: int) -> str:
 def write_chunk(directory: Path, index: int, stacked: dict[str, torch.Tensor]) -> tuple[str, str]:
     """Write chunk `index` atomically; returns (file name, sha256)."""
     name = chunk_name(index)
-    tmp = directory / f".{name}.tmp"
-    save_file({k: v.contiguous() for k, v in stacked.items()}, str(tmp), metadata={"format": "pt"})
-    replace_atomically(tmp, directory / name)
+    tensors = {k: v.contiguous() for k, v in stacked.items()}
+    atomic_write(directory / name, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
     return name, file_sha256(directory / name)
 
 
 def write_manifest(directory: Path, manifest: ZooManifest) -> None:
     """Rewrite DIR/manifest.json atomically."""
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
-    replace_atomically(tmp, directory / MANIFEST)
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest.to_dict(), indent=2))
 
 
 def read_manifest(directory: str | os.PathLike) -> ZooManifest:

@@ -1,0 +1,85 @@
+"""Writing files and folders so that a reader sees the old version or the new one, never a part.
+
+Every writer in the project goes through `atomic_write` (one file) or `replace_directory`
+(a folder of files): the content is written under a temporary name in the same directory,
+flushed to disk, given the usual permissions (0666 less the umask, as `open` would; some
+writers, safetensors among them, create 0600 files), and renamed over the target.
+"""
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+TEMPORARY_MARK = ".tmp-"  # in the name of every temporary file or folder written here
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so briefly under a lock)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def temporary_name(target: Path) -> Path:
+    """A fresh hidden name beside `target`: `.<name>.tmp-<pid>-<random>`."""
+    return target.with_name(f".{target.name}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and TEMPORARY_MARK in path.name
+
+
+def publish(temporary: Path, target: Path) -> None:
+    """Flush a finished temporary file, give it the umask's mode and rename it over `target`."""
+    with temporary.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o666 & ~current_umask())
+    os.replace(temporary, target)
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(path)` on a temporary path beside `target`, then publish it as `target`.
+
+    Whatever `write` raises propagates and leaves neither the temporary file nor a partial
+    target behind (an existing target is kept as it was).
+    """
+    target = Path(target)
+    temporary = temporary_name(target)
+    try:
+        write(temporary)
+        publish(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    return atomic_write(target, lambda path: path.write_text(text))
+
+
+def replace_directory(target: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Call `fill(folder)` on a new temporary folder beside `target`, then swap it into place.
+
+    An existing `target` is replaced whole (renamed away, then removed): a reader sees the old
+    folder or the new one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_name(target)
+    staging.mkdir()
+    try:
+        fill(staging)
+        os.chmod(staging, 0o777 & ~current_umask())
+        retired = temporary_name(target)
+        if target.exists():
+            target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
