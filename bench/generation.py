@@ -43,7 +43,7 @@ def main() -> None:
         + [("midpoint", s) for s in (4, 8)]
         + [("rk4", s) for s in (2, 4, 8, 16)]
     )
-    shipped_setting = (generator.card["sampler"]["method"], generator.card["sampler"]["steps"])
+    shipped_setting = (generator.card.sampler.method, generator.card.sampler.steps)
     runs = [(*setting, False) for setting in dict.fromkeys([*settings, shipped_setting])]
     if generator.screening is not None:
         runs.append((*shipped_setting, True))
@@ -54,13 +54,13 @@ def main() -> None:
 
         memory_s, ensemble = timed(run)
         file_s, _ = timed(lambda: write_result(out_dir / "out.safetensors", run()))
-        accuracy = batched_evaluate(generator.module, ensemble.state, test.images, test.labels)[1]
+        accuracy = batched_evaluate(generator.decoder.module, ensemble.state, test.images, test.labels)[1]
         rows.append(
             {
                 "sampler": method,
                 "steps": steps,
                 "screened": screen,
-                "candidates": int(ensemble.metadata.get("screening_candidates", args.count)),
+                "candidates": ensemble.metadata.screening_candidates or args.count,
                 "to memory s": memory_s,
                 "to file s": file_s,
                 "test acc mean %": 100 * accuracy.mean().item(),
@@ -71,7 +71,7 @@ def main() -> None:
     raw_s, _ = timed(lambda: save_file(payload, str(out_dir / "raw.safetensors")))
     megabytes = sum(t.numel() * t.element_size() for t in payload.values()) / 1e6
 
-    dim = generator.layout.dim
+    dim = generator.decoder.layout.dim
     reference = VelocityMLP(VelocityConfig(dim=dim, hidden=512)).eval()
     reference_params = sum(p.numel() for p in reference.parameters())
     start = time.perf_counter()

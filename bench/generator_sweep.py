@@ -39,20 +39,13 @@ from typing import Any
 import torch
 
 from bench.common import report
-from models.build_generator import (
-    GeneratorRecipe,
-    fit_flow,
-    recipe_for,
-    screening_entry,
-    write_generator,
-    zoo_card,
-    zoo_spread,
-)
-from models.evaluation import evaluate_generator
 from models.flow import WeightEncoder, load_velocity
 from models.flow.plotting import plot_loss_curve
 from models.generator import Generator
-from models.store import read_card, update_card
+from models.generator.artifact import read_card, update_card
+from models.generator.build import fit_flow, write_generator
+from models.generator.evaluation import evaluate_generator
+from models.generator.recipe import GeneratorRecipe, recipe_for
 from models.zoo.canonical import load_canonical_zoo
 from models.zoo.datasets import Split, load_dataset
 
@@ -69,20 +62,23 @@ LOGGED_DEFAULTS = {
 
 def settings(base: GeneratorRecipe, quick: bool) -> list[tuple[str, GeneratorRecipe, int | None]]:
     """(label, recipe, zoo members used or None for all): the flow trainings to compare."""
-    it = base.train.iterations
+    it = base.flow.train.iterations
 
     def with_train(**kw: Any) -> GeneratorRecipe:
-        return replace(base, train=replace(base.train, **kw))
+        return replace(base, flow=replace(base.flow, train=replace(base.flow.train, **kw)))
+
+    def with_flow(**kw: Any) -> GeneratorRecipe:
+        return replace(base, flow=replace(base.flow, **kw))
 
     grid = [
         ("shipped", base, None),
         ("iters x3", with_train(iterations=it * 3), None),
-        ("dropout0", replace(base, dropout=0.0), None),
+        ("dropout0", with_flow(dropout=0.0), None),
         ("ot-pairing", with_train(minibatch_ot=True), None),
-        ("hidden256", replace(base, hidden=256), None),
+        ("hidden256", with_flow(hidden=256), None),
         ("iters/2", with_train(iterations=max(it // 2, 100)), None),
         ("half-zoo", base, 50),
-        ("pca64 (lossy)", replace(base, n_components=64), None),
+        ("pca64 (lossy)", replace(base, encoder=replace(base.encoder, n_components=64)), None),
     ]
     return grid[:3] if quick else grid
 
@@ -149,7 +145,7 @@ def main() -> None:
     rows, work = [], args.keep or Path(tempfile.mkdtemp())
     grid = settings(recipe_for(architecture.name), args.quick)
     if args.artifact is not None:
-        grid = [("built", GeneratorRecipe.from_dict(read_card(args.artifact)["recipe"]), None)]
+        grid = [("built", GeneratorRecipe.from_dict(read_card(args.artifact).recipe), None)]
     for label, base, members in grid:
         if args.only and label not in args.only:
             continue
@@ -163,31 +159,23 @@ def main() -> None:
             encoder = WeightEncoder.load(args.artifact / "encoder.safetensors")
             flow, history = load_velocity(args.artifact / "flow.safetensors", device="cpu"), []
         fit_s = time.perf_counter() - start
-        spread = zoo_spread(stacked, architecture)
         if args.screening_size is not None:
-            base = replace(base, screening_size=args.screening_size)
-        quantiles = args.screening_quantile or [base.screening_quantile]
+            base = replace(base, screening=replace(base.screening, images=args.screening_size))
+        quantiles = args.screening_quantile or [base.screening.quantile]
+        flow_entry = {"final_loss": sum(history[-100:]) / len(history[-100:])} if history else {}
         for level, quantile in itertools.product(args.residual, quantiles):
-            recipe = replace(base, residual_noise=level, screening_quantile=quantile)
+            recipe = replace(
+                base,
+                sampling=replace(base.sampling, residual_noise=level),
+                screening=replace(base.screening, quantile=quantile),
+            )
             name = f"{label} + residual {level:.2f}"
             directory = work / name.replace(" ", "_").replace("/", "-") / architecture.name
-            extra = {"zoo": zoo_card(canonical) if members is None else {"template": canonical.kind}}
-            screening = screening_entry(stacked, architecture, dataset, recipe)
-            write_generator(
-                directory,
-                architecture,
-                canonical.template,
-                encoder,
-                flow,
-                dataset,
-                recipe,
-                spread,
-                screening,
-                extra,
-            )
+            write_generator(directory, canonical, dataset, recipe, encoder, flow, flow_entry, members)
             if history:
                 plot_loss_curve(history, directory / "loss.png")
             generator = Generator.load(directory, device="cpu")
+            screening = generator.screening
             table = evaluate_generator(
                 generator,
                 stacked,
@@ -202,7 +190,7 @@ def main() -> None:
                 if all(row["setting"] != name for row in rows):  # once per residual level
                     rows.append(sweep_row(name, recipe, size, fit_s, table, "unscreened"))
                     print(json.dumps(rows[-1]), flush=True)
-                name += f" + screening q{recipe.screening_quantile:.2f}"
+                name += f" + screening q{recipe.screening.quantile:.2f}"
             rows.append(sweep_row(name, recipe, size, fit_s, table, "generated"))
             print(json.dumps(rows[-1]), flush=True)
     extra = {
@@ -226,7 +214,7 @@ def write_table(
     if record_in is not None:
         command = "python -m bench.generator_sweep " + " ".join(sys.argv[1:])
         sweep = {"split": "val", "command": command, **extra, "chosen": chosen, "rows": rows}
-        update_card(record_in, {"settings_sweep": sweep})
+        update_card(record_in, lambda card: card.model_copy(update={"settings_sweep": sweep}))
         print(f"recorded in {record_in / 'card.json'}")
 
 
@@ -244,11 +232,11 @@ def sweep_row(
     interp = next(v for k, v in table.items() if k.startswith("interp@"))
     return {
         "setting": name,
-        "pca": str(recipe.n_components),
-        "hidden": recipe.hidden,
-        "iters": recipe.train.iterations,
+        "pca": str(recipe.encoder.n_components),
+        "hidden": recipe.flow.hidden,
+        "iters": recipe.flow.train.iterations,
         "members": members,
-        "residual": recipe.residual_noise,
+        "residual": recipe.sampling.residual_noise,
         "screened": screened,
         "candidates per net": gen["candidates"] / gen["count"] if screened else 1.0,
         "filled": gen["filled"] if screened else 0,

@@ -91,7 +91,7 @@ def main() -> None:
         target = Path(scratch) / "result.safetensors"
         generate_s, _ = timed(lambda: generator.generate(args.count, next(seeds)), args.repeats)
         generate_write_s, _ = timed(
-            lambda: write_result(target, generator.generate(args.count, next(seeds)), {"job_id": "bench"}),
+            lambda: write_result(target, generator.generate(args.count, next(seeds))),
             args.repeats,
         )
 

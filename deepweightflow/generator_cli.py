@@ -4,12 +4,16 @@ torch and models are imported inside the commands, so `dwf --help` stays fast.
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from deepweightflow.zoo_cli import console, progress_bar, user_errors
+
+if TYPE_CHECKING:
+    from contract.card import AccuracyStats
+    from contract.result_file import ResultMetadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GENERATORS = REPO_ROOT / "generators"
@@ -62,22 +66,24 @@ def build(
     with user_errors():
         from dataclasses import replace
 
-        from models.build_generator import build_from_zoo, recipe_for
+        from models.generator.build import build_from_zoo
+        from models.generator.recipe import recipe_for
 
         recipe = recipe_for(architecture)
         if components is not None:
-            recipe = replace(recipe, n_components=components)
+            recipe = replace(recipe, encoder=replace(recipe.encoder, n_components=components))
         if hidden is not None:
-            recipe = replace(recipe, hidden=hidden)
+            recipe = replace(recipe, flow=replace(recipe.flow, hidden=hidden))
         if iterations is not None:
-            recipe = replace(recipe, train=replace(recipe.train, iterations=iterations))
+            train = replace(recipe.flow.train, iterations=iterations)
+            recipe = replace(recipe, flow=replace(recipe.flow, train=train))
         out = generators / architecture
         source = zoo or DEFAULT_ZOOS / architecture
         if reuse_flow:
             build_from_zoo(source, out, recipe, reuse_flow=True)
         else:
             with progress_bar() as progress:
-                task = progress.add_task("flow training", total=recipe.train.iterations)
+                task = progress.add_task("flow training", total=recipe.flow.train.iterations)
 
                 def on_step(done: int, total: int, loss: float) -> None:
                     progress.update(task, completed=done, description=f"flow training (loss {loss:.4f})")
@@ -93,26 +99,26 @@ def build(
 @generator_app.command("list")
 def list_generators(generators: GeneratorsOption = DEFAULT_GENERATORS) -> None:
     """The generator artifacts found, with their zoo and generated accuracy."""
-    from models.store import discover_generators, read_card
+    from models.generator import discover_generators, read_card
 
     table = Table(title=f"generators in {generators}")
     for column in ("name", "parameters", "zoo test acc %", "generated test acc %", "novelty r"):
         table.add_column(column)
     for name, path in discover_generators(generators).items():
         card = read_card(path, verify=False)
-        generated = card.get("generated", {})
+        generated = card.generated
         table.add_row(
             name,
-            f"{card['parameter_count']:,}",
-            stats_text(card["zoo"]["test_accuracy"]),
-            stats_text(generated.get("test_accuracy")),
-            f"{generated.get('novelty_ratio', float('nan')):.2f}",
+            f"{card.parameter_count:,}",
+            stats_text(card.zoo.test_accuracy),
+            stats_text(None if generated is None else generated.test_accuracy),
+            "-" if generated is None else f"{generated.novelty_ratio:.2f}",
         )
     console.print(table)
 
 
-def stats_text(stats: dict[str, float] | None) -> str:
-    return "-" if not stats else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+def stats_text(stats: "AccuracyStats | None") -> str:
+    return "-" if stats is None else f"{stats.mean:.2f} ± {stats.std:.2f}"
 
 
 def evaluate(
@@ -140,15 +146,15 @@ def run_evaluation(
     baseline_count: int | None = None,
     steps_sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
 ) -> None:
-    from models.evaluation import evaluate_generator, record_evaluation
     from models.generator import Generator
+    from models.generator.evaluation import evaluate_generator, record_evaluation
     from models.zoo.canonical import load_canonical_zoo
     from models.zoo.datasets import load_dataset
 
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     generator = Generator.load(generators / architecture)
-    canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card["zoo"]["template"])
+    canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card.zoo.template)
     data = getattr(load_dataset(generator.architecture.dataset), split)
     with console.status(f"evaluating {count} generated {architecture} networks on the {split} split"):
         evaluation = evaluate_generator(
@@ -206,10 +212,10 @@ def generate_local(
     generators: Path,
     sampler: str | None = None,
     steps: int | None = None,
-) -> dict[str, str]:
+) -> "ResultMetadata":
     """Generate from a local artifact with a progress bar; write the job-result safetensors file."""
-    from models.generator import Generator, write_result
-    from models.store import ArtifactError, discover_generators
+    from contract.files import atomic_write
+    from models.generator import ArtifactError, Generator, discover_generators, write_result
 
     directory = generators / architecture
     if not (directory / "card.json").is_file():
@@ -221,16 +227,12 @@ def generate_local(
         ensemble = generator.generate(
             count, seed, sampler, steps, progress=lambda done, total: progress.update(task, completed=done)
         )
-    write_result(out, ensemble)
-    if "screening_candidates" in ensemble.metadata:
-        meta = ensemble.metadata
+    atomic_write(out, lambda path: write_result(path, ensemble))
+    counts = ensemble.metadata.screening_counts()
+    if counts is not None:
         console.print(
-            f"screening: {meta['screening_accepted']} of {meta['screening_candidates']} candidates passed"
-            + (
-                f", {meta['screening_filled']} filled with the best rejected"
-                if meta["screening_filled"] != "0"
-                else ""
-            )
+            f"screening: {counts['accepted']} of {counts['candidates']} candidates passed"
+            + (f", {counts['filled']} filled with the best rejected" if counts["filled"] else "")
         )
     if ensemble.val_accuracy is not None:
         acc = ensemble.val_accuracy * 100
@@ -238,4 +240,5 @@ def generate_local(
             f"validation accuracy: mean {acc.mean():.2f}%, min {acc.min():.2f}%, max {acc.max():.2f}%"
         )
     console.print(f"wrote {count} networks to {out}")
+    console.print(f"input: {generator.card.input.usage()}")
     return ensemble.metadata

@@ -1,11 +1,11 @@
 """The generators on offer, read from their card.json files (no torch: the API only needs the cards)."""
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from contract.card import GeneratorCard, read_card_file
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 class Catalog:
     """Generator name -> card. A name is its artifact folder's name, as the workers see it."""
 
-    cards: dict[str, dict[str, Any]]
+    cards: dict[str, GeneratorCard]
 
     @property
     def names(self) -> list[str]:
@@ -23,15 +23,15 @@ class Catalog:
 
 def read_catalog(generators_dir: Path) -> Catalog:
     """Every `<generators_dir>/<name>/card.json` that parses; half-written (dot) folders are skipped."""
-    cards: dict[str, dict[str, Any]] = {}
+    cards: dict[str, GeneratorCard] = {}
     if Path(generators_dir).is_dir():
         for card_path in sorted(Path(generators_dir).glob("*/card.json")):
             name = card_path.parent.name
             if name.startswith("."):
                 continue
             try:
-                cards[name] = json.loads(card_path.read_text())
-            except (OSError, json.JSONDecodeError) as error:
+                cards[name] = read_card_file(card_path)
+            except (OSError, ValueError) as error:
                 log.warning("not offering generator %s: unreadable %s (%s)", name, card_path, error)
     return Catalog(cards)
 

@@ -25,10 +25,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from service.schemas import JobRequest, JobResource, JobResult, Progress
+from contract.jobs import JOB_FUNCTION, JobRequest, JobSummary
+from service.schemas import JobResource, JobResult, Progress
 from service.settings import Settings
 
-JOB_FUNCTION = "worker.jobs.generate_ensemble"  # by name: the API never imports the worker (or torch)
 SERIALIZER = JSONSerializer
 # rq's names of the states a job never leaves (plain strings: JobStatus members hash by name, not value)
 ENDED = frozenset(
@@ -82,7 +82,7 @@ def enqueue_generation(
     With `pipeline` (in a transaction), the job is written when it executes."""
     return queue.enqueue_call(
         JOB_FUNCTION,
-        kwargs=request.model_dump(),
+        kwargs={"request": request.model_dump()},
         timeout=settings.job_timeout,
         result_ttl=settings.job_ttl,
         failure_ttl=settings.job_ttl,
@@ -138,11 +138,14 @@ def job_resource(job: Job, now: datetime | None = None) -> JobResource:
     status = job.get_status(refresh=False)
     result = None
     if status == JobStatus.FINISHED and "result" in meta:
-        expires_at = datetime.fromtimestamp(meta["result"]["expires_at"], UTC)
+        summary = JobSummary.model_validate(meta["result"])
+        expires_at = datetime.fromtimestamp(summary.expires_at, UTC)
+        strings = summary.metadata.to_strings()
+        strings.pop("val_accuracy", None)
         result = JobResult(
-            val_accuracy=meta["result"].get("val_accuracy"),
-            metadata=meta["result"].get("metadata", {}),
-            size_bytes=meta["result"]["size_bytes"],
+            val_accuracy=summary.metadata.val_accuracy,
+            metadata=strings,
+            size_bytes=summary.size_bytes,
             expires_at=expires_at,
             expired=(now or datetime.now(UTC)) >= expires_at,
         )
@@ -150,7 +153,7 @@ def job_resource(job: Job, now: datetime | None = None) -> JobResource:
     return JobResource(
         id=job.id,
         status=status.value,
-        request=JobRequest(**meta["request"]),
+        request=JobRequest.model_validate(meta["request"]),
         progress=Progress(**meta.get("progress", {})),
         created_at=_utc(job.created_at),
         enqueued_at=_utc(job.enqueued_at),

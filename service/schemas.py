@@ -5,6 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from contract.inputs import InputContract
+from contract.jobs import JobRequest
+
 SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit integers
 Sampler = Literal["euler", "midpoint", "rk4"]
 
@@ -21,16 +24,6 @@ class GenerateRequest(BaseModel):
     )
     sampler: Sampler | None = Field(default=None, description="ODE method; the generator card's by default")
     steps: StrictInt | None = Field(default=None, ge=1, description="ODE steps; the card's by default")
-
-
-class JobRequest(BaseModel):
-    """The fully resolved request a job runs (defaults filled in)."""
-
-    architecture: str
-    count: int
-    seed: int
-    sampler: str
-    steps: int
 
 
 class Progress(BaseModel):
@@ -74,6 +67,8 @@ class ArchitectureCard(BaseModel):
 
     name: str = Field(description="what POST /generate takes as `architecture`")
     architecture: dict[str, Any] = Field(description="architecture name, family and config")
+    input: InputContract = Field(description="what raw input the networks take and how to preprocess it")
+    usage: str = Field(description="the input contract in one line")
     parameter_count: int | None = None
     zoo_accuracy: dict[str, float] | None = Field(
         default=None, description="test accuracy of the training zoo: mean, std, min, max"

@@ -4,12 +4,13 @@ from typing import Any
 
 from rq import get_current_job
 
-from models.generator import write_result
+from contract.jobs import JobRequest, JobSummary
+from models.generator import GeneratedEnsemble, write_result
 from worker.runtime import current_runtime
 
 
-def generate_ensemble(architecture: str, count: int, seed: int, sampler: str, steps: int) -> dict[str, Any]:
-    """Generate `count` networks of `architecture` from `seed`; returns (and stores in job.meta) the summary.
+def generate_ensemble(request: dict[str, Any]) -> dict[str, Any]:
+    """Run one `contract.jobs.JobRequest`; returns (and stores in job.meta["result"]) its JobSummary.
 
     Progress goes to `job.meta["progress"] = {"done", "total"}` as the sampler finishes chunks.
     A stop request interrupts the generation; the result is only stored if none came. The result
@@ -19,8 +20,9 @@ def generate_ensemble(architecture: str, count: int, seed: int, sampler: str, st
     job = get_current_job()
     if job is None:
         raise RuntimeError("generate_ensemble runs inside an rq job")
+    task = JobRequest.model_validate(request)
     runtime = current_runtime()
-    generator = runtime.generator(architecture)
+    generator = runtime.generator(task.architecture)
 
     def report(done: int, total: int) -> None:
         runtime.check_stop()
@@ -28,16 +30,18 @@ def generate_ensemble(architecture: str, count: int, seed: int, sampler: str, st
         job.save_meta()
 
     with runtime.interruptible():
-        ensemble = generator.generate(count, seed, sampler=sampler, steps=steps, progress=report)
+        ensemble = generator.generate(
+            task.count, task.seed, sampler=task.sampler, steps=task.steps, progress=report
+        )
     runtime.check_stop()
-    stored = runtime.store.save(job.id, lambda path: write_result(path, ensemble, {"job_id": job.id}))
-    summary = {
-        "val_accuracy": None if ensemble.val_accuracy is None else ensemble.val_accuracy.tolist(),
-        "metadata": {"format": "pt", **ensemble.metadata, "job_id": job.id},
-        "size_bytes": stored.size,
-        "expires_at": stored.stored_at + runtime.result_ttl,  # the same clock the expiry sweep uses
-    }
-    job.meta["progress"] = {"done": count, "total": count}
+    stamped = GeneratedEnsemble(ensemble.state, ensemble.metadata.model_copy(update={"job_id": job.id}))
+    stored = runtime.store.save(job.id, lambda path: write_result(path, stamped))
+    summary = JobSummary(
+        metadata=stamped.metadata,
+        size_bytes=stored.size,
+        expires_at=stored.stored_at + runtime.result_ttl,  # the same clock the expiry sweep uses
+    ).model_dump(mode="json")
+    job.meta["progress"] = {"done": task.count, "total": task.count}
     job.meta["result"] = summary
     job.save_meta()
     return summary

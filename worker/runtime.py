@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from models.generator import Generator, discover_generators
-from models.store import ArtifactError
+from models.generator import ArtifactError, Generator, discover_generators
 from service.settings import Settings, get_settings
 from service.storage import ResultStore, ResultStoreError, result_store
 
@@ -91,8 +90,6 @@ def load_runtime(settings: Settings) -> Runtime:
     is logged (and the artifact remembered as broken), never fatal: the worker serves the rest."""
     generators, broken = {}, {}
     for name, directory in discover_generators(settings.generators_dir).items():
-        if name.startswith("."):
-            continue  # an artifact being written (models.store writes to a dot folder, then renames)
         try:
             generators[name] = Generator.load(directory, device=settings.device)
             generators[name].generate(1, seed=0, screen=False)  # warm-up: one-off setup costs

@@ -1,27 +1,24 @@
 """Generator artifacts on disk: one folder per generator (DESIGN.md section 4).
 
-    card.json                 architecture, dataset, zoo, flow, encoder, evaluation, hashes
+    card.json                 contract.card.GeneratorCard: architecture, input contract, zoo,
+                              recipe, encoder, sampler, evaluation, content hashes
     template.safetensors      canonicalization template (one state dict)
     encoder.safetensors       per-tensor standardization and PCA (models.flow.WeightEncoder)
     flow.safetensors          velocity network weights (models.flow.save_velocity)
-    calibration.safetensors   BatchNorm calibration images (training split) and a
-                              held-out validation batch (images + labels)
+    calibration.safetensors   uint8 training and validation batches (models.generator.data_batches)
 
-A folder is written under a temporary name and renamed into place, so a reader
-never sees half an artifact; `read_card` checks every file against the sha256
+A folder is written under a temporary name and swapped into place (contract.files), so a
+reader never sees half an artifact; `read_card` checks every file against the sha256
 recorded in the card.
 """
 
-import json
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from contract.card import CARD_FILE, CARD_VERSION, GeneratorCard, read_card_file
+from contract.files import atomic_write_text, replace_directory
 from models.zoo.store import file_sha256
 
-ARTIFACT_VERSION = 1
 ARTIFACT_FILES = (
     "template.safetensors",
     "encoder.safetensors",
@@ -35,75 +32,62 @@ class ArtifactError(ValueError):
 
 
 def write_artifact(
-    directory: Path, card: Mapping[str, Any], writers: Mapping[str, Callable[[Path], None]]
+    directory: Path, card: GeneratorCard, writers: Mapping[str, Callable[[Path], None]]
 ) -> None:
     """Write an artifact atomically: each `writers[name](path)` fills one of ARTIFACT_FILES.
 
-    The card gets `version` and `content_hashes`; an existing artifact is replaced whole.
+    The card gets its `content_hashes`; an existing artifact is replaced whole.
     """
     missing = sorted(set(ARTIFACT_FILES) - set(writers))
     if missing:
         raise ValueError(f"an artifact needs writers for {', '.join(missing)}")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+
+    def fill(staging: Path) -> None:
         for name in ARTIFACT_FILES:
             writers[name](staging / name)
-        full_card = {
-            **card,
-            "version": ARTIFACT_VERSION,
-            "content_hashes": {name: file_sha256(staging / name) for name in ARTIFACT_FILES},
-        }
-        (staging / "card.json").write_text(json.dumps(full_card, indent=2) + "\n")
-        retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        if directory.exists():
-            directory.rename(retired)
-        staging.rename(directory)
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        hashes = {name: file_sha256(staging / name) for name in ARTIFACT_FILES}
+        (staging / CARD_FILE).write_text(card.model_copy(update={"content_hashes": hashes}).to_json())
+
+    replace_directory(directory, fill)
 
 
-def read_card(directory: Path, verify: bool = True) -> dict[str, Any]:
+def read_card(directory: Path, verify: bool = True) -> GeneratorCard:
     """The artifact's card, after checking that every file is present and (with `verify`) intact."""
     directory = Path(directory)
     rebuild = f"rebuild it with `make generators` or restore the folder {directory}"
-    card_path = directory / "card.json"
+    card_path = directory / CARD_FILE
     if not card_path.is_file():
         raise ArtifactError(f"{directory} is not a generator artifact: card.json is missing; {rebuild}")
     try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{card_path} is not valid JSON ({error}); {rebuild}") from None
-    if card.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(
-            f"{card_path} has version {card.get('version')!r}, expected {ARTIFACT_VERSION}; {rebuild}"
-        )
-    hashes = card.get("content_hashes", {})
+        card = read_card_file(card_path)
+    except ValueError as error:
+        raise ArtifactError(f"{error}; {rebuild}") from None
+    if card.version != CARD_VERSION:
+        raise ArtifactError(f"{card_path} has version {card.version}, expected {CARD_VERSION}; {rebuild}")
     for name in ARTIFACT_FILES:
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{path} is missing; {rebuild}")
-        if verify and file_sha256(path) != hashes.get(name):
+        if verify and file_sha256(path) != card.content_hashes.get(name):
             raise ArtifactError(f"{path} does not match the sha256 in card.json (corrupted); {rebuild}")
     return card
 
 
-def update_card(directory: Path, updates: Mapping[str, Any]) -> None:
-    """Merge `updates` into an artifact's card.json atomically (the hashed files are untouched)."""
-    card = read_card(directory, verify=False)
-    path = Path(directory) / "card.json"
-    temporary = path.with_name(f".card.json.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps({**card, **updates}, indent=2) + "\n")
-    os.replace(temporary, path)
+def update_card(directory: Path, update: Callable[[GeneratorCard], GeneratorCard]) -> GeneratorCard:
+    """Rewrite an artifact's card.json atomically as `update(card)` (the hashed files are untouched)."""
+    card = update(read_card(directory, verify=False))
+    atomic_write_text(Path(directory) / CARD_FILE, card.to_json())
+    return card
 
 
 def discover_generators(root: Path) -> dict[str, Path]:
-    """Generator name -> artifact folder, for each folder under `root` holding a card.json."""
+    """Generator name -> artifact folder, for each folder under `root` holding a card.json
+    (folders being written, whose names start with a dot, are skipped)."""
     root = Path(root)
     if not root.is_dir():
         return {}
-    return {path.parent.name: path.parent for path in sorted(root.glob("*/card.json"))}
+    return {
+        path.parent.name: path.parent
+        for path in sorted(root.glob("*/card.json"))
+        if not path.parent.name.startswith(".")
+    }

@@ -15,14 +15,15 @@ measures unscreened samples: it shows the sampler, not the screening.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.generator import Generator
-from models.store import update_card
+from contract.card import AccuracyStats, GeneratedEntry, GeneratorCard
+from models.generator.artifact import update_card
+from models.generator.pipeline import Generator
 from models.weightspace import predictions
 from models.zoo.baselines import gaussian_codes, interpolated_members, noisy_members
 from models.zoo.datasets import Split
@@ -47,10 +48,11 @@ def errors_and_accuracy(
     generator: Generator, state: dict[str, torch.Tensor], test: Split
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Misclassified mask (K, N) bool and accuracy (K,) on the test split."""
+    decoder = generator.decoder
     predicted = predictions(
-        generator.module,
-        {k: v.to(generator.device) for k, v in state.items()},
-        test.images.to(generator.device),
+        decoder.module,
+        {k: v.to(decoder.device) for k, v in state.items()},
+        test.images.to(decoder.device),
     ).cpu()
     errors = predicted != test.labels
     return errors, 1 - errors.double().mean(1)
@@ -78,7 +80,8 @@ def evaluate_generator(
     the table affordable where every forward pass is costly (convolutions on a CPU).
     """
     baselines = baseline_count or count
-    layout = generator.layout
+    layout, decoder, sampler = generator.decoder.layout, generator.decoder, generator.sampler
+    method, steps = generator.card.sampler.method, generator.card.sampler.steps
     zoo_flat = layout.flatten_stacked(canonical_zoo).float()
     zoo_errors, zoo_accuracy = errors_and_accuracy(generator, canonical_zoo, split)
     zoo_stats = accuracy_stats(zoo_accuracy)
@@ -97,40 +100,35 @@ def evaluate_generator(
             **extra,
         }
 
-    def from_flat(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return generator.finish(generator.assemble(flat))
-
     generated = generator.generate(count, seed, evaluate=False)
-    counts = {
-        k.removeprefix("screening_"): int(v) for k, v in generated.metadata.items() if "screening_" in k
-    }
-    measure("generated", generated.state, **counts)
+    measure("generated", generated.state, **(generated.metadata.screening_counts() or {}))
     if generator.screening is not None:
-        measure("unscreened", from_flat(generator.sample_flat(count, seed)))
-    if generator.residual_sigma > 0:
-        measure("flow only", from_flat(generator.sample_flat(count, seed, residual=False)))
+        measure("unscreened", decoder.networks(sampler.sample(count, seed, method, steps)))
+    if sampler.residual_sigma > 0:
+        measure("flow only", decoder.networks(sampler.sample(count, seed, method, steps, residual=False)))
     ratio = rows["generated"]["novelty_ratio"]
     screening = generator.screening
     pool = screening.limit(baselines) if screening else baselines
     noisy = noisy_members(zoo_flat, pool, ratio, reference.nearest_zoo_l2_median, seed)
-    measure(f"noise@r={ratio:.2f}", from_flat(noisy[:baselines]))
+    measure(f"noise@r={ratio:.2f}", decoder.networks(noisy[:baselines]))
     if screening is not None:
-        state, noise_counts = generator.screen(lambda start, n: noisy[start : start + n], baselines)
-        measure(f"noise@r={ratio:.2f} screened", state, **noise_counts)
+        state, noise_counts = screening.screen(lambda start, n: noisy[start : start + n], baselines, decoder)
+        measure(f"noise@r={ratio:.2f} screened", state, **asdict(noise_counts))
     weight = min(
         0.5, ratio * reference.nearest_zoo_l2_median / torch.pdist(zoo_flat.double()).median().item()
     )
-    measure(f"interp@w={weight:.2f}", from_flat(interpolated_members(zoo_flat, baselines, weight, seed)))
-    codes = generator.encoder.encode(zoo_flat.to(generator.device)).cpu()
-    measure("pca-gaussian", generator.finish(generator.decode(gaussian_codes(codes, baselines, seed))))
+    measure(
+        f"interp@w={weight:.2f}", decoder.networks(interpolated_members(zoo_flat, baselines, weight, seed))
+    )
+    codes = sampler.encoder.encode(zoo_flat.to(decoder.device)).cpu()
+    pca_flat = sampler.decode(gaussian_codes(codes, baselines, seed), seed, start=0, residual=False)
+    measure("pca-gaussian", decoder.networks(pca_flat))
 
     sweep = []
     for steps in steps_sweep:
         state = generator.generate(baselines, seed, steps=steps, evaluate=False, screen=False).state
         accuracy = errors_and_accuracy(generator, state, split)[1]
-        sweep.append(
-            {"steps": steps, "sampler": generator.card["sampler"]["method"], **accuracy_stats(accuracy)}
-        )
+        sweep.append({"steps": steps, "sampler": method, **accuracy_stats(accuracy)})
     table = {
         "rows": rows,
         "steps_sweep": sweep,
@@ -145,17 +143,16 @@ def evaluate_generator(
 def record_evaluation(directory: Path, evaluation: Evaluation) -> None:
     """Put the table in the artifact's card.json (as `evaluation`, with `generated` accuracy stats)
     and write `evaluation.png` beside it."""
-    from models.evaluation_plots import plot_evaluation
+    from models.generator.evaluation_plots import plot_evaluation
 
     generated = evaluation.table["rows"]["generated"]
-    update_card(
-        directory,
-        {
-            "evaluation": evaluation.table,
-            "generated": {
-                "test_accuracy": {k: generated[k] for k in ("mean", "std", "min", "max")},
-                "novelty_ratio": generated["novelty_ratio"],
-            },
-        },
+    headline = GeneratedEntry(
+        test_accuracy=AccuracyStats(**{k: generated[k] for k in ("mean", "std", "min", "max")}),
+        novelty_ratio=generated["novelty_ratio"],
     )
+
+    def with_evaluation(card: GeneratorCard) -> GeneratorCard:
+        return card.model_copy(update={"evaluation": evaluation.table, "generated": headline})
+
+    update_card(directory, with_evaluation)
     plot_evaluation(evaluation.table, evaluation.accuracies, Path(directory) / "evaluation.png")

@@ -18,12 +18,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contract.inputs import InputContract, Standardize
+
 FASHION_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 SPLIT_SEED = 0  # fixes which examples form the validation (and, for digits, test) split
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +65,24 @@ class Dataset:
     fingerprint: str  # sha256 over the raw arrays and the split recipe
     # (scale, mean, std) of `standardize`: raw pixels are recovered exactly, so batches store as uint8
     pixel_stats: tuple[float, float, float] = (1.0, 0.0, 1.0)
+    classes: tuple[str, ...] = ()  # name of each label, in label order
+    raw_dtype: str = "uint8"  # dtype of the raw values a user feeds (before `standardize`)
+    raw_range: tuple[float, float] = (0.0, 255.0)
+    train_description: str = ""  # which examples form the training split
+
+    def input_contract(self, input_shape: tuple[int, ...], trained_on: str) -> InputContract:
+        """What a network trained on this dataset takes (contract.inputs), `trained_on` saying
+        which training examples it saw."""
+        scale, mean, std = self.pixel_stats
+        return InputContract(
+            dataset=self.name,
+            shape=list(input_shape),
+            dtype=self.raw_dtype,
+            value_range=list(self.raw_range),
+            preprocessing=Standardize(scale=scale, mean=mean, std=std),
+            classes=list(self.classes),
+            trained_on=trained_on,
+        )
 
 
 def fashion_search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -114,6 +146,10 @@ def make_dataset(
     test: tuple[np.ndarray, np.ndarray],
     num_classes: int,
     scale: float,
+    classes: tuple[str, ...],
+    train_description: str,
+    raw_dtype: str = "uint8",
+    raw_range: tuple[float, float] = (0.0, 255.0),
 ) -> Dataset:
     """Standardize uint8-range images with the training split's pixel statistics; hash everything."""
     digest = hashlib.sha256(f"{name}:{SPLIT_SEED}".encode())
@@ -128,7 +164,17 @@ def make_dataset(
         return Split(x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)))
 
     splits = (to_split(*train), to_split(*val), to_split(*test))
-    return Dataset(name, *splits, num_classes, digest.hexdigest(), pixel_stats=(scale, mean, std))
+    return Dataset(
+        name,
+        *splits,
+        num_classes,
+        digest.hexdigest(),
+        pixel_stats=(scale, mean, std),
+        classes=classes,
+        raw_dtype=raw_dtype,
+        raw_range=raw_range,
+        train_description=train_description,
+    )
 
 
 def standardize(raw: torch.Tensor, scale: float, mean: float, std: float) -> torch.Tensor:
@@ -155,6 +201,11 @@ def load_fashion_mnist(data_dir: str | None = None, val_size: int = 5000) -> Dat
         (arrays["test_images"], arrays["test_labels"]),
         num_classes=10,
         scale=255.0,
+        classes=FASHION_CLASSES,
+        train_description=(
+            f"the Fashion-MNIST training files less a {val_size:,}-image validation split "
+            f"(seed {SPLIT_SEED}): {len(keep):,} images"
+        ),
     )
 
 
@@ -174,6 +225,13 @@ def load_digits_dataset(val_size: int = 180, test_size: int = 360) -> Dataset:
         (images[test], labels[test]),
         num_classes=10,
         scale=16.0,
+        classes=tuple(str(d) for d in range(10)),
+        raw_dtype="float32",
+        raw_range=(0.0, 16.0),
+        train_description=(
+            f"scikit-learn's digits less a {test_size}-image test and a {val_size}-image validation "
+            f"split (seed {SPLIT_SEED}): {len(train):,} images"
+        ),
     )
 
 

@@ -274,3 +274,11 @@ def evaluate_members(
         )
         for k, seed in enumerate(seeds)
     ]
+
+
+def describe_training(dataset: Dataset, recipe: Recipe) -> str:
+    """Which examples a member trained with `recipe` saw, in words (for input contracts)."""
+    seen = dataset.train_description
+    if recipe.train_subset is not None and recipe.train_subset < len(dataset.train):
+        seen = f"a fixed {recipe.train_subset:,}-image subset (seed {SUBSET_SEED}) of {seen}"
+    return f"{seen}; {recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"

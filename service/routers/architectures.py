@@ -1,7 +1,5 @@
 """GET /architectures: the generators this deployment can run, with their cards."""
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from service.deps import CatalogDep
@@ -10,23 +8,24 @@ from service.schemas import ArchitectureCard, ArchitectureList
 router = APIRouter(tags=["architectures"])
 
 
-def _accuracy(card: dict[str, Any], section: str) -> dict[str, float] | None:
-    return (card.get(section) or {}).get("test_accuracy")
-
-
 @router.get("/architectures", response_model=ArchitectureList)
 def list_architectures(catalog: CatalogDep) -> ArchitectureList:
-    """Every installed generator: parameter count, zoo and generated test accuracy, default sampler."""
+    """Every installed generator: its input contract, parameter count, zoo and generated test
+    accuracy, default sampler, and the whole card."""
     return ArchitectureList(
         architectures=[
             ArchitectureCard(
                 name=name,
-                architecture=card.get("architecture", {}),
-                parameter_count=card.get("parameter_count"),
-                zoo_accuracy=_accuracy(card, "zoo"),
-                generated_accuracy=_accuracy(card, "generated"),
-                sampler=card.get("sampler"),
-                card=card,
+                architecture=card.architecture.model_dump(),
+                input=card.input,
+                usage=card.input.usage(),
+                parameter_count=card.parameter_count,
+                zoo_accuracy=card.zoo.test_accuracy.model_dump(),
+                generated_accuracy=None
+                if card.generated is None
+                else card.generated.test_accuracy.model_dump(),
+                sampler={"method": card.sampler.method, "steps": card.sampler.steps},
+                card=card.model_dump(mode="json"),
             )
             for name, card in catalog.cards.items()
         ]

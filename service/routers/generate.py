@@ -12,6 +12,7 @@ from fastapi import APIRouter, Response, status
 from rq import Queue
 from rq.job import Job
 
+from contract.jobs import JobRequest
 from service.auth import Caller
 from service.catalog import Catalog
 from service.deps import CallerDep, CatalogDep, QueueDep, SettingsDep
@@ -20,7 +21,7 @@ from service.metrics import JOBS_SUBMITTED
 from service.problems import ProblemError, documented, validation_error
 from service.queue import enqueue_generation, job_resource, new_job_id
 from service.ratelimit import enforce_rate_limit, release_queue_slot, reserve_queue_slot
-from service.schemas import SEED_MAX, GenerateRequest, JobRequest, JobResource
+from service.schemas import SEED_MAX, GenerateRequest, JobResource
 from service.settings import Settings
 
 router = APIRouter(tags=["jobs"])
@@ -91,8 +92,8 @@ def _resolve(body: GenerateRequest, catalog: Catalog, settings: Settings) -> Job
         architecture=body.architecture,
         count=body.count,
         seed=body.seed if body.seed is not None else secrets.randbelow(SEED_MAX + 1),
-        sampler=body.sampler or card["sampler"]["method"],
-        steps=body.steps or card["sampler"]["steps"],
+        sampler=body.sampler or card.sampler.method,
+        steps=body.steps or card.sampler.steps,
     )
 
 

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from deepweightflow.client import Client
 from deepweightflow.ensemble import load_ensemble, load_stacked
 from deepweightflow.errors import InvalidRequest, JobFailed, JobNotFound
-from models.data_batches import unpack_batches
 from models.generator import Generator
+from models.generator.data_batches import unpack_batches
 from tests.service.stack import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_generate_poll_download_and_load_match_what_the_worker_reported(
     assert measured == pytest.approx(job.val_accuracy, abs=1e-6)  # each network, as the worker reported
 
     stacked = load_stacked(path)
-    assert stacked.metadata["job_id"] == job.id and stacked.metadata["seed"] == "123"
+    assert stacked.metadata.job_id == job.id and stacked.metadata.seed == 123
     assert stacked.val_accuracy == pytest.approx(job.val_accuracy, abs=1e-6)
     logits = stacked.forward(validation.images[:16])
     assert logits.shape == (8, 16, 10)
@@ -176,3 +176,24 @@ def test_dwf_generate_against_the_server(server: str, tmp_path: Path) -> None:
     assert summary["seed"] == 5 and Path(summary["path"]) == tmp_path / "nets.safetensors"
     assert len(load_ensemble(summary["path"])) == 3
     assert 0.0 <= summary["val_accuracy_min"] <= summary["val_accuracy_mean"] <= 1.0
+
+
+def readme_python_example() -> str:
+    """The first python block of the README's quick start, exactly as written there."""
+    readme = (REPO / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start") :]
+    return quick_start.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_python_example_runs_as_written(server: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_python_example())
+    env = {**os.environ, "DWF_URL": server}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    usage, accuracy_line = done.stdout.strip().splitlines()[-2:]
+    assert "(x / 16 - 0.305065) / 0.375984" in usage and "uint8" not in usage
+    accuracy = float(accuracy_line.rsplit(" ", 1)[1].rstrip("%"))
+    assert accuracy > 96, done.stdout  # x / 16 alone, or raw values, stay below 95 (issue 11)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.data_batches import pack_batches, unpack_batches
+from models.generator.data_batches import pack_batches, unpack_batches
 from models.zoo.datasets import load_dataset
 
 

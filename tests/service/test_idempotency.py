@@ -12,11 +12,12 @@ from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 
+from contract.jobs import JobRequest
 from service.auth import ANONYMOUS
 from service.idempotency import IdempotentSubmission
 from service.queue import enqueue_generation, fetch_job
 from service.ratelimit import queued_key
-from service.schemas import GenerateRequest, JobRequest
+from service.schemas import GenerateRequest
 from service.settings import Settings
 from tests.service.stack import app_for, serve_in_thread
 

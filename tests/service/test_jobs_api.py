@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 from rq import Queue
 from rq.job import Job, JobStatus
 
+from contract.jobs import JobSummary
+from contract.result_file import ResultMetadata
 from service.queue import SERIALIZER
 from service.results import result_path
 from service.settings import Settings
@@ -32,12 +34,18 @@ def _finish(queue: Queue, settings: Settings, job_id: str, expires_in: float) ->
     path.write_bytes(content)
     job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
     job.meta["progress"] = {"done": 4, "total": 4}
-    job.meta["result"] = {
-        "val_accuracy": [0.5, 0.75, 1.0, 0.25],
-        "metadata": {"format": "pt", "architecture": "mlp-digits", "job_id": job_id},
-        "size_bytes": len(content),
-        "expires_at": time.time() + expires_in,
-    }
+    metadata = ResultMetadata(
+        job_id=job_id,
+        architecture="mlp-digits",
+        generator_version="2",
+        count=4,
+        seed=1,
+        sampler="rk4",
+        steps=20,
+        val_accuracy=[0.5, 0.75, 1.0, 0.25],
+    )
+    summary = JobSummary(metadata=metadata, size_bytes=len(content), expires_at=time.time() + expires_in)
+    job.meta["result"] = summary.model_dump(mode="json")
     job.save_meta()
     job.set_status(JobStatus.FINISHED)
     return content

@@ -14,10 +14,10 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
+from contract.jobs import JobRequest
 from models.zoo.store import file_sha256
 from service.queue import SERIALIZER, enqueue_generation, job_resource, new_job_id
 from service.results import result_path
-from service.schemas import JobRequest
 from service.settings import Settings
 from tests.worker.stack import ARTIFACT
 from worker.runtime import load_runtime
@@ -96,7 +96,7 @@ def test_broken_artifacts_are_refused_and_the_good_one_serves(
     for name, message in expected.items():
         assert resources[name].status == "failed"
         assert resources[name].error.startswith(
-            f"models.store.ArtifactError: generator {name!r} could not be loaded"
+            f"models.generator.artifact.ArtifactError: generator {name!r} could not be loaded"
         )
         assert re.search(message, resources[name].error)
         assert not result_path(settings.results_dir, jobs[name].id).exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.store import ArtifactError
+from models.generator import ArtifactError
 from service.settings import Settings
 from service.storage import LocalResultStore
 from worker.runtime import JobStopped, load_runtime

@@ -17,10 +17,11 @@ from rq import Queue
 from rq.job import Job
 from safetensors import safe_open
 
+from contract.jobs import JobRequest
+from contract.result_file import ResultMetadata
 from models.generator import GeneratedEnsemble
 from service.queue import SERIALIZER, cancel, enqueue_generation, job_resource, new_job_id
 from service.results import recover_abandoned_jobs, result_path
-from service.schemas import JobRequest
 from service.settings import Settings
 from service.storage import LocalResultStore
 
@@ -47,15 +48,16 @@ class StubGenerator:
             if progress:
                 progress(done, count)
         weights = torch.randn(count, 3, 2, generator=torch.Generator().manual_seed(seed))
-        metadata = {
-            "architecture": "stub",
-            "generator_version": "1",
-            "count": str(count),
-            "seed": str(seed),
-            "sampler": sampler,
-            "steps": str(steps),
-        }
-        return GeneratedEnsemble({"w": weights}, torch.linspace(0.5, 1.0, count), metadata)
+        metadata = ResultMetadata(
+            architecture="stub",
+            generator_version="1",
+            count=count,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            val_accuracy=torch.linspace(0.5, 1.0, count).tolist(),
+        )
+        return GeneratedEnsemble({"w": weights}, metadata)
 
 
 def _enqueue(queue: Queue, settings: Settings, count: int = 4, architecture: str = "stub") -> Job:

@@ -1,0 +1,116 @@
+"""How a generator is built from its zoo and how it samples: nested configs, one per stage.
+
+    GeneratorRecipe
+      encoder    EncoderRecipe    standardize + PCA of the canonical weights
+      flow       FlowRecipe       the velocity network and its training
+      sampling   SamplingRecipe   ODE method and steps, residual noise
+      screening  ScreeningRecipe  keep candidates as accurate as the zoo (0 images: off)
+      data       DataRecipe       the training / validation images the artifact carries
+
+`encoder` and `flow` decide the trained flow; the rest only decide sampling, so a rebuild
+that changes only them can keep the flow (`build_from_zoo(..., reuse_flow=True)`).
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.flow import FlowTrainConfig
+
+
+@dataclass(frozen=True)
+class EncoderRecipe:
+    n_components: int | None = 99  # PCA dimension, capped at K - 1 (lossless on a K-member zoo); None = off
+    whiten: str = "global"  # models.flow.EncoderConfig.whiten
+    components_dtype: str = "float32"  # "float16" halves the artifact
+
+
+@dataclass(frozen=True)
+class FlowRecipe:
+    hidden: int = 512  # velocity network width
+    depth: int = 1  # residual bottleneck blocks
+    dropout: float = 0.1
+    train: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(iterations=20_000, batch_size=64))
+
+
+@dataclass(frozen=True)
+class SamplingRecipe:
+    method: str = "rk4"  # ODE solver (models.flow.METHODS)
+    steps: int = 16
+    # Isotropic Gaussian added to decoded weights (a PPCA-style observation noise), as a novelty
+    # ratio: sigma = residual_noise * zoo spread / sqrt(D), zoo spread = the zoo's median
+    # leave-one-out nearest-member L2 distance. 0 = the flow's samples alone.
+    residual_noise: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScreeningRecipe:
+    """Keep a candidate only if its accuracy on `images` training images reaches the `quantile`
+    of the zoo members' own; at most `max_candidates` drawn per requested network. 0 images = off."""
+
+    images: int = 0
+    quantile: float = 0.05
+    max_candidates: float = 4.0
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    calibration_size: int = 512  # training images kept for BatchNorm recalibration
+    validation_size: int = 1000  # validation images kept for per-network accuracy
+
+
+@dataclass(frozen=True)
+class GeneratorRecipe:
+    """Everything that decides a generator besides its zoo."""
+
+    encoder: EncoderRecipe = field(default_factory=EncoderRecipe)
+    flow: FlowRecipe = field(default_factory=FlowRecipe)
+    sampling: SamplingRecipe = field(default_factory=SamplingRecipe)
+    screening: ScreeningRecipe = field(default_factory=ScreeningRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def flow_fields(self) -> dict[str, Any]:
+        """The parts that decide the encoder and the flow (the rest only decide sampling)."""
+        return {"encoder": asdict(self.encoder), "flow": asdict(self.flow)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorRecipe":
+        flow = data["flow"]
+        return cls(
+            encoder=EncoderRecipe(**data["encoder"]),
+            flow=FlowRecipe(**{**flow, "train": FlowTrainConfig(**flow["train"])}),
+            sampling=SamplingRecipe(**data["sampling"]),
+            screening=ScreeningRecipe(**data["screening"]),
+            data=DataRecipe(**data["data"]),
+        )
+
+
+# Shipped settings per architecture: the sweep's choice on the validation split
+# (`python -m bench.generator_sweep`; README "Shipped generators").
+GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
+    # The default flow, residual noise, screening on 1,000 training images.
+    "mlp-digits": GeneratorRecipe(
+        sampling=SamplingRecipe(residual_noise=0.10), screening=ScreeningRecipe(images=1000)
+    ),
+    # float16 PCA components keep the artifact under 30 MB (99 x 118,282 components);
+    # 3x the default training; residual noise for novelty; screening on 2,500 training images
+    # (uint8) fits the 30 MB budget beside the float16 components.
+    "mlp-fashion": GeneratorRecipe(
+        encoder=EncoderRecipe(components_dtype="float16"),
+        flow=FlowRecipe(train=FlowTrainConfig(iterations=60_000, batch_size=64)),
+        sampling=SamplingRecipe(residual_noise=0.10),
+        screening=ScreeningRecipe(images=2500),
+    ),
+    # The default flow on the 50-member zoo; residual noise lifts r from 0.03 to 0.13, screening
+    # on 3,000 training images removes the tail of broken networks.
+    "cnn-fashion": GeneratorRecipe(
+        sampling=SamplingRecipe(residual_noise=0.12), screening=ScreeningRecipe(images=3000)
+    ),
+}
+
+
+def recipe_for(architecture: str) -> GeneratorRecipe:
+    """The shipped recipe for `architecture`, or the generic default."""
+    return GENERATOR_RECIPES.get(architecture, GeneratorRecipe())

@@ -1,0 +1,95 @@
+"""Screening: keep a candidate network only if it is as accurate as the zoo on training images.
+
+Rejection sampling, no weight changes: candidates are drawn in blocks of SCREENING_BLOCK at
+fixed stream offsets, so each one is computed alike whatever the count (a smaller request is
+an exact prefix of a larger one). The validation and test splits stay unseen.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from contract.card import ScreeningEntry
+from models.generator.decoding import NetworkDecoder
+from models.generator.sampling import Candidates, Progress
+
+# Candidates scored together; it divides models.flow.samplers.BLOCK_ROWS, so a block never
+# straddles two ODE blocks.
+SCREENING_BLOCK = 8
+
+
+@dataclass(frozen=True)
+class ScreeningCounts:
+    candidates: int  # drawn
+    accepted: int  # reached the threshold
+    filled: int  # networks filled with the best rejected candidates
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Keep a candidate only if its accuracy on the artifact's `images` training images reaches
+    `threshold`: the `quantile` of the zoo members' own accuracy on those images."""
+
+    images: int
+    quantile: float
+    threshold: float  # accuracy in [0, 1]
+    max_candidates: float  # candidates drawn per requested network at most
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or not 0 <= self.quantile <= 1 or self.max_candidates < 1:
+            raise ValueError(f"screening needs images >= 1, 0 <= quantile <= 1, max_candidates >= 1: {self}")
+
+    def limit(self, count: int) -> int:
+        """Candidates drawn at most for `count` networks: max_candidates * count in whole blocks."""
+        return math.ceil(self.max_candidates * count / SCREENING_BLOCK) * SCREENING_BLOCK
+
+    @classmethod
+    def from_entry(cls, entry: ScreeningEntry | None) -> "Screening | None":
+        return None if entry is None else cls(**entry.model_dump())
+
+    def screen(
+        self,
+        candidates: Candidates,
+        count: int,
+        decoder: NetworkDecoder,
+        progress: Progress | None = None,
+    ) -> tuple[dict[str, torch.Tensor], ScreeningCounts]:
+        """The first `count` candidates, in stream order, whose accuracy on the decoder's screening
+        batch reaches the threshold, as a finished stacked state dict (count, ...).
+
+        At most `limit(count)` are drawn; if too few pass, the most accurate rejected ones fill
+        the rest. `progress(accepted, count)` after every block.
+        """
+        limit = self.limit(count)
+        kept: list[dict[str, torch.Tensor]] = []
+        spare: dict[str, torch.Tensor] | None = None  # the best rejected so far, at most `count`
+        spare_score = torch.empty(0)
+        drawn = accepted = 0
+        while accepted < count and drawn < limit:
+            state = decoder.networks(candidates(drawn, SCREENING_BLOCK))
+            score = decoder.accuracy(state, decoder.batches.screening).cpu()
+            passed = score >= self.threshold
+            kept.append(rows(state, passed.nonzero().flatten()[: count - accepted]))
+            accepted += len(kept[-1][next(iter(state))])
+            spare = concat([s for s in (spare, rows(state, (~passed).nonzero().flatten())) if s])
+            spare_score = torch.cat([spare_score, score[~passed]])
+            best = spare_score.argsort(descending=True, stable=True)[:count]
+            spare, spare_score = rows(spare, best), spare_score[best]
+            drawn += SCREENING_BLOCK
+            if progress is not None:
+                progress(accepted, count)
+        filled = count - accepted
+        if filled:
+            kept.append(rows(spare, torch.arange(filled)))
+        return concat(kept), ScreeningCounts(drawn, accepted, filled)
+
+
+def rows(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows `index` of every tensor of a stacked state dict."""
+    return {key: value[index.to(value.device)] for key, value in state.items()}
+
+
+def concat(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacked state dicts joined along the network axis."""
+    return {key: torch.cat([state[key] for state in states]) for key in states[0]}
