@@ -33,7 +33,7 @@ bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON under bench/resul
 	$(PY) -m bench.generation
 	$(PY) -m bench.submit_throughput
 	$(PY) -m bench.service_latency
-	$(PY) -m bench.load_test  # 2,000 small jobs through dwf serve: ~12 min on 2 cores, worker-bound
+	$(PY) -m bench.service_load  # 2,000 small jobs through dwf serve: ~12 min on 2 cores, worker-bound
 
 ZOOS := build/zoos
 DWF  := $(VENV)/bin/dwf

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import report
-from bench.load_test import limits_for
+from bench.service_load import limits_for
 from bench.service_latency import embedded_server
 
 REPO = Path(__file__).resolve().parents[1]

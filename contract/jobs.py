@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from contract.result_file import ResultMetadata
 
 JOB_FUNCTION = "worker.jobs.generate_ensemble"  # by name: the API never imports the worker (or torch)
+SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit integers, everywhere
 
 
 class JobRequest(BaseModel):

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from contract.jobs import SEED_MAX
 from deepweightflow.client import DEFAULT_URL, Client
 from deepweightflow.errors import APIError, DeepWeightFlowError
 
@@ -113,7 +114,7 @@ def generate_here(
     from deepweightflow.generator_cli import DEFAULT_GENERATORS, generate_local
     from deepweightflow.zoo_cli import user_errors
 
-    seed = secrets.randbelow(2**31) if seed is None else seed
+    seed = secrets.randbelow(SEED_MAX + 1) if seed is None else seed
     path = output / f"{architecture}-{count}x-seed{seed}.safetensors" if output.is_dir() else output
     with user_errors():
         if count < 1:

@@ -6,9 +6,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from contract.inputs import InputContract
-from contract.jobs import JobRequest
+from contract.jobs import SEED_MAX, JobRequest
 
-SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit integers
 Sampler = Literal["euler", "midpoint", "rk4"]
 
 

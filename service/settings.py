@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DWF_", extra="ignore")
+    # An empty variable (`REDIS_URL=`, as a shell or a compose file may set it) counts as unset.
+    model_config = SettingsConfigDict(env_prefix="DWF_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str | None = Field(
         default=None,
@@ -62,10 +63,12 @@ class Settings(BaseSettings):
         keys = [*self.api_keys, *([self.api_key] if self.api_key else [])]
         return tuple(dict.fromkeys(keys))
 
-    @field_validator("redis_url", "device", "api_key", mode="before")
+    @field_validator(
+        "redis_url", "device", "api_key", "s3_bucket", "s3_endpoint_url", "s3_region", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        """`REDIS_URL=` (set but empty) means unset, as in a shell or a compose file."""
+        """A blank optional setting (spaces only) means unset, as an empty one does."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
@@ -90,11 +93,6 @@ class Settings(BaseSettings):
     # job_heartbeat_ttl s the worker counts as dead and another worker fails (or retries) its job.
     job_heartbeat_ttl: int = Field(default=60, ge=2)
     job_retries: int = Field(default=0, ge=0)  # times a job whose worker died is run again before failing
-
-    @field_validator("s3_bucket", "s3_endpoint_url", "s3_region", mode="before")
-    @classmethod
-    def _blank_storage_setting_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> "Settings":

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Response, status
 from rq import Queue
 from rq.job import Job
 
-from contract.jobs import JobRequest
+from contract.jobs import SEED_MAX, JobRequest
 from service.auth import Caller
 from service.catalog import Catalog
 from service.deps import CallerDep, CatalogDep, QueueDep, SettingsDep
@@ -21,7 +21,7 @@ from service.metrics import JOBS_SUBMITTED
 from service.problems import ProblemError, documented, validation_error
 from service.queue import enqueue_generation, job_resource, new_job_id
 from service.ratelimit import enforce_rate_limit, release_queue_slot, reserve_queue_slot
-from service.schemas import SEED_MAX, GenerateRequest, JobResource
+from service.schemas import GenerateRequest, JobResource
 from service.settings import Settings
 
 router = APIRouter(tags=["jobs"])

@@ -1,6 +1,6 @@
 """The load test, scaled down: 100 submissions at concurrency 10 over loopback HTTP against `dwf serve`
 (embedded Redis, a real worker, uvicorn), drained until every job has ended. No answer may be a 5xx
-and every job must finish. (The full run, with its table: `python -m bench.load_test`.)
+and every job must finish. (The full run, with its table: `python -m bench.service_load`.)
 """
 
 import asyncio
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load_test import limits_for, run_load
+from bench.service_load import limits_for, run_load
 from bench.service_latency import embedded_server
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "generators" / "mlp-digits"

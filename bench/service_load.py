@@ -7,7 +7,7 @@ end to end: from the first submission to the last job's `ended_at`. The per-key 
 set just above what the run needs, so their bookkeeping is part of the measurement. The load
 generator shares the machine's cores with the server and the workers.
 
-Run: python -m bench.load_test [--requests 2000] [--concurrency 50] [--workers 1]
+Run: python -m bench.service_load [--requests 2000] [--concurrency 50] [--workers 1]
 """
 
 import argparse
@@ -175,7 +175,7 @@ def main() -> None:
         result = asyncio.run(run_load(url, args.requests, args.concurrency, args.architecture))
     row = summary(result, args.requests, args.concurrency, args.workers)
     report(
-        "load_test",
+        "service_load",
         f"{args.requests} x POST /generate ({args.architecture}, 1-4 networks) at concurrency "
         f"{args.concurrency}, drained by {args.workers} worker(s)",
         [row],
