@@ -45,11 +45,14 @@ zoos: $(STAMP)  ## train and canonicalize the registered zoos into build/zoos/ (
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-fashion
 	$(DWF) zoo train cnn-fashion --members 50 --threads 1 --out $(ZOOS)/cnn-fashion
 	$(DWF) zoo canonicalize $(ZOOS)/cnn-fashion
+	$(DWF) zoo train mlp-breast-cancer --members 100 --chunk-size 100 --threads 1 --out $(ZOOS)/mlp-breast-cancer
+	$(DWF) zoo canonicalize $(ZOOS)/mlp-breast-cancer
 
 generators: $(STAMP)  ## rebuild the shipped generators/ from build/zoos/ (run `make zoos` first)
 	$(DWF) generator build mlp-digits
 	$(DWF) generator build mlp-fashion
 	$(DWF) generator build cnn-fashion --baseline-count 50 --steps 2,16  # convolutions on a CPU: fewer baseline networks
+	$(DWF) generator build mlp-breast-cancer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -68,6 +68,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             (1, 28, 28),
         ),
         Architecture("vit-fashion", "vit", ViTConfig(), "fashion-mnist", (1, 28, 28)),
+        # Tabular: 30 standardized features of scikit-learn's breast cancer table, 2 classes.
+        Architecture(
+            "mlp-breast-cancer",
+            "mlp",
+            MLPConfig(in_features=30, hidden=(16, 16), num_classes=2),
+            "breast-cancer",
+            (30,),
+        ),
         # ResNet-18-sized (11.2M parameters) for benchmarks only; no zoo is trained for it.
         Architecture(
             "resnet18-cifar",

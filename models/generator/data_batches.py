@@ -9,6 +9,8 @@
 
 Raw pixels take a quarter of the bytes of float32 images and are standardized
 exactly as the dataset does, so a network sees the same inputs as in training.
+Tabular rows (a dataset with `feature_stats`) are stored as their standardized
+float32 features, with identity `pixel_stats`.
 """
 
 from dataclasses import dataclass
@@ -36,10 +38,15 @@ def pack_batches(
 ) -> dict[str, torch.Tensor]:
     """The tensors of calibration.safetensors: deterministic slices of the training and validation splits."""
     train_rows = max(calibration_size, screening_size)
+
+    def stored(inputs: torch.Tensor) -> torch.Tensor:
+        tabular = dataset.feature_stats is not None
+        return (inputs if tabular else raw_pixels(inputs, dataset.pixel_stats)).contiguous()
+
     return {
-        "train_images": raw_pixels(dataset.train.images[:train_rows], dataset.pixel_stats).contiguous(),
+        "train_images": stored(dataset.train.images[:train_rows]),
         "train_labels": dataset.train.labels[:train_rows].contiguous(),
-        "val_images": raw_pixels(dataset.val.images[:validation_size], dataset.pixel_stats).contiguous(),
+        "val_images": stored(dataset.val.images[:validation_size]),
         "val_labels": dataset.val.labels[:validation_size].contiguous(),
         "pixel_stats": torch.tensor(dataset.pixel_stats, dtype=torch.float64),
     }

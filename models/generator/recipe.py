@@ -108,6 +108,13 @@ GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
     "cnn-fashion": GeneratorRecipe(
         sampling=SamplingRecipe(residual_noise=0.12), screening=ScreeningRecipe(images=3000)
     ),
+    # Tabular: the default flow; the table has 398 training rows, so calibration and screening use
+    # 256 of them and the validation batch is the whole 57-row validation split.
+    "mlp-breast-cancer": GeneratorRecipe(
+        sampling=SamplingRecipe(residual_noise=0.10),
+        screening=ScreeningRecipe(images=256),
+        data=DataRecipe(calibration_size=256, validation_size=57),
+    ),
 }
 
 

@@ -3,9 +3,12 @@
 - `fashion-mnist`: the original gzip IDX files (60k train, 10k test, 28x28).
   The validation split is carved from the training files, never from the test set.
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images), the fastest real data.
+- `breast-cancer`: scikit-learn's bundled Wisconsin breast cancer table (569 rows,
+  30 real-valued features, 2 classes), the tabular modality.
 
 Images come as float32 (N, 1, H, W), standardized with the training split's
-pixel mean and std; labels as int64 (N,). Nothing is downloaded.
+pixel mean and std; tabular rows as float32 (N, F), each feature standardized
+with the training split's mean and std; labels as int64 (N,). Nothing is downloaded.
 """
 
 import gzip
@@ -69,17 +72,25 @@ class Dataset:
     raw_dtype: str = "uint8"  # dtype of the raw values a user feeds (before `standardize`)
     raw_range: tuple[float, float] = (0.0, 255.0)
     train_description: str = ""  # which examples form the training split
+    # tabular data: per-feature (mean, std) of the training split; the splits hold standardized
+    # features (and `pixel_stats` is the identity), so artifacts store them as float32
+    feature_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def input_contract(self, input_shape: tuple[int, ...], trained_on: str) -> InputContract:
         """What a network trained on this dataset takes (contract.inputs), `trained_on` saying
         which training examples it saw."""
-        scale, mean, std = self.pixel_stats
+        if self.feature_stats is None:
+            scale, mean, std = self.pixel_stats
+            preprocessing = Standardize(scale=scale, mean=mean, std=std)
+        else:
+            means, stds = self.feature_stats
+            preprocessing = Standardize(scale=1.0, mean=list(means), std=list(stds))
         return InputContract(
             dataset=self.name,
             shape=list(input_shape),
             dtype=self.raw_dtype,
             value_range=list(self.raw_range),
-            preprocessing=Standardize(scale=scale, mean=mean, std=std),
+            preprocessing=preprocessing,
             classes=list(self.classes),
             trained_on=trained_on,
         )
@@ -235,13 +246,50 @@ def load_digits_dataset(val_size: int = 180, test_size: int = 360) -> Dataset:
     )
 
 
-DATASET_NAMES = ("digits", "fashion-mnist")
+@lru_cache(maxsize=1)
+def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    features, labels = bunch.data.astype(np.float32), bunch.target.astype(np.int64)  # (569, 30), (569,)
+    rest, test = split_indices(len(labels), test_size)
+    keep, held = split_indices(len(rest), val_size, seed=SPLIT_SEED + 1)
+    train, val = rest[keep], rest[held]
+    mean, std = features[train].mean(0), features[train].std(0)
+    digest = hashlib.sha256(f"breast-cancer:{SPLIT_SEED}".encode())
+    digest.update(features.tobytes() + labels.tobytes())
+
+    def to_split(rows: np.ndarray) -> Split:
+        standardized = (torch.from_numpy(features[rows]) - torch.from_numpy(mean)) / torch.from_numpy(std)
+        return Split(standardized.contiguous(), torch.from_numpy(labels[rows]))
+
+    return Dataset(
+        "breast-cancer",
+        to_split(train),
+        to_split(val),
+        to_split(test),
+        num_classes=2,
+        fingerprint=digest.hexdigest(),
+        classes=tuple(str(name) for name in bunch.target_names),
+        raw_dtype="float32",
+        raw_range=(float(features.min()), float(features.max())),
+        train_description=(
+            f"scikit-learn's breast cancer table less a {test_size}-row test and a {val_size}-row "
+            f"validation split (seed {SPLIT_SEED}): {len(train)} rows"
+        ),
+        feature_stats=(tuple(mean.tolist()), tuple(std.tolist())),
+    )
+
+
+DATASET_NAMES = ("digits", "fashion-mnist", "breast-cancer")
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset by name ("fashion-mnist" or "digits")."""
+    """Load a dataset by name (one of DATASET_NAMES)."""
     if name == "fashion-mnist":
         return load_fashion_mnist(data_dir)
     if name == "digits":
         return load_digits_dataset()
+    if name == "breast-cancer":
+        return load_breast_cancer_dataset()
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")

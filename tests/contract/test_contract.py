@@ -107,11 +107,11 @@ def test_per_feature_preprocessing_for_tabular_inputs() -> None:
     assert "per feature" in contract.usage()
 
 
-@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion"])
+@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer"])
 def test_shipped_cards_are_typed_and_carry_their_input_contract(name: str) -> None:
     card = read_card_file(REPO / "generators" / name / "card.json")
     assert card.input.dataset == card.dataset["name"] and card.input.shape == card.architecture.input_shape
-    assert len(card.input.classes) == 10 and card.input.trained_on
+    assert len(card.input.classes) == card.architecture.config["num_classes"] and card.input.trained_on
 
 
 def test_a_card_without_an_input_contract_is_refused_naming_the_field(tmp_path: Path) -> None:

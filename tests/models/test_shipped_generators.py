@@ -10,7 +10,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "generators"
 MAX_ARTIFACT_BYTES = 30_000_000  # 30 MB per artifact folder, everything in it included
 
 
-@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion"])
+@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer"])
 def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
     directory = discover_generators(SHIPPED)[name]
     size = sum(path.stat().st_size for path in directory.iterdir())

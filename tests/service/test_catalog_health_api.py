@@ -26,6 +26,10 @@ def test_architectures_lists_the_installed_generators_with_their_cards(api: Test
     )
     assert fashion["sampler"] == {"method": "rk4", "steps": 20}
     assert fashion["card"]["architecture"]["family"] == "mlp"
+    # the input contract travels with every entry (issue 11): shape, range, preprocessing, classes
+    assert fashion["input"]["shape"] == [1, 8, 8] and fashion["input"]["preprocessing"]["scale"] == 16
+    assert fashion["input"]["classes"] == [str(d) for d in range(10)]
+    assert "(x / 16 - 0.305065) / 0.375984" in fashion["usage"]
 
 
 def test_healthz_is_up(api: TestClient) -> None:
