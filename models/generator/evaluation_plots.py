@@ -1,4 +1,4 @@
-"""PNG figures of a generator evaluation (models.evaluation): accuracy distributions and steps."""
+"""PNG figures of a generator evaluation (models.generator.evaluation): accuracy distributions and steps."""
 
 from pathlib import Path
 from typing import Any
