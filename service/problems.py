@@ -1,6 +1,7 @@
 """Every error leaves the API as RFC 9457 problem details, media type application/problem+json."""
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -62,11 +63,20 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def _echoable(value: Any) -> bool:
+    """Whether an input may be echoed in a problem: a JSON scalar. Not NaN, an infinity or 1e400 (read
+    as one), which JSON cannot encode; not a list or an object, which may hold them (and be long)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int | bool | None)
+
+
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
-    """pydantic errors without the non-JSON parts (`ctx` may hold exception objects)."""
+    """pydantic errors without the non-JSON parts (`ctx` may hold exception objects; inputs, numbers
+    JSON cannot write)."""
     return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        | ({"input": e["input"]} if isinstance(e.get("input"), str | int | float | bool | None) else {})
+        | ({"input": e["input"]} if _echoable(e.get("input")) else {})
         for e in errors
     ]
 
