@@ -1,8 +1,8 @@
 """FastAPI dependencies, as `Annotated` aliases the routes take as parameters."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, FastAPI
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
@@ -31,8 +31,9 @@ QueueDep = Annotated[Queue, Depends(_queue)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 
 # auto_error=False: a missing or non-Bearer header reaches require_api_key as None (our 401, or
-# open access when no keys are configured); the scheme still documents the routes in OpenAPI.
-_bearer = HTTPBearer(auto_error=False, description="an API key, needed when the server has keys configured")
+# open access when no keys are configured); the scheme documents the routes in OpenAPI when keys are
+# configured (without keys, `document_open_access` takes it out).
+_bearer = HTTPBearer(auto_error=False, description="an API key (`Authorization: Bearer <key>`)")
 
 
 async def require_api_key(
@@ -56,3 +57,20 @@ async def require_api_key(
 
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]
+
+
+def document_open_access(app: FastAPI) -> None:
+    """For a server without API keys: the OpenAPI document declares no security scheme, since no route
+    asks for credentials (clients and fuzzers would otherwise send them, and expect 401s)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # cached by FastAPI in app.openapi_schema, and completed here once
+            schema.get("components", {}).pop("securitySchemes", None)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
