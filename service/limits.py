@@ -1,5 +1,6 @@
 """Request body size limit, enforced before the body is parsed: 413 as problem details (FastAPI's own
-`max_body_size` answers in text/plain)."""
+`max_body_size` answers in text/plain). And uvicorn's 400 for a request it cannot parse (a
+Content-Length smaller than the body sent, a malformed request line), as problem details too."""
 
 import json
 from http import HTTPStatus
@@ -58,3 +59,38 @@ class BodySizeLimitMiddleware:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def problem_http_protocol() -> type | str:
+    """uvicorn's HTTP/1.1 protocol (httptools), answering a request it cannot parse with a 400 in
+    problem details rather than text/plain. Such a request never reaches the app: with a
+    Content-Length smaller than the body, the bytes past it are parsed as a next request and fail.
+    Give it to uvicorn as `http=`; "auto" (uvicorn's own) where httptools is not installed."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class ProblemHttpToolsProtocol(HttpToolsProtocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps(
+                {
+                    "type": "/problems/malformed-request",
+                    "title": HTTPStatus(400).phrase,
+                    "status": 400,
+                    "detail": f"{msg} (for example a Content-Length that does not match the body)",
+                }
+            ).encode()
+            content = [b"HTTP/1.1 400 Bad Request\r\n"]
+            for name, value in self.server_state.default_headers:
+                content += [name, b": ", value, b"\r\n"]
+            content += [
+                b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
+                b"content-length: " + str(len(body)).encode() + b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+            self.transport.write(b"".join(content))
+            self.transport.close()
+
+    return ProblemHttpToolsProtocol

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from service.limits import problem_http_protocol
 from service.main import create_app
 from service.settings import Settings, get_settings
 
@@ -57,7 +58,10 @@ def serve_in_thread(app: ASGIApp) -> Iterator[str]:
     so tests can still override the app's dependencies.
     """
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=problem_http_protocol()
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
