@@ -1,5 +1,5 @@
-"""Job results shared by the API and the workers: a result's file name, and settling the jobs
-whose worker died, so that no job stays `started` forever.
+"""Settling the jobs whose worker died, so that no job stays `started` forever (the API and the
+workers both do it).
 
 A worker renews its running job's entry in rq's StartedJobRegistry every few seconds
 (`worker.process`); the entry expires `job_heartbeat_ttl` seconds after the last renewal,
@@ -8,8 +8,6 @@ then fails the job with a message saying so, or queues it again while `job_retri
 """
 
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -17,16 +15,10 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.utils import as_text, current_timestamp, now, parse_composite_key
 
-if TYPE_CHECKING:
-    from service.storage import ResultStore
+from service.storage_base import ResultStore
 
 log = logging.getLogger(__name__)
 WORKER_DEATHS = "worker_deaths"  # job.meta key: how many workers died running the job
-
-
-def result_path(results_dir: Path, job_id: str) -> Path:
-    """<results_dir>/<job_id>.safetensors (job ids are rq's: letters, digits, '-' and '_' only)."""
-    return Path(results_dir) / f"{job_id}.safetensors"
 
 
 def worker_died_message(job: Job, heartbeat_ttl: int, retries: int) -> str:
@@ -39,7 +31,7 @@ def worker_died_message(job: Job, heartbeat_ttl: int, retries: int) -> str:
     )
 
 
-def recover_abandoned_jobs(queue: Queue, store: "ResultStore", heartbeat_ttl: int, retries: int) -> list[str]:
+def recover_abandoned_jobs(queue: Queue, store: ResultStore, heartbeat_ttl: int, retries: int) -> list[str]:
     """Settle each started job of `queue` whose heartbeat expired: queue it again if it has been
     abandoned at most its `max_retries` times (recorded at submission; `retries` for a job without
     one), else fail it (deleting any result its worker stored just

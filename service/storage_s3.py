@@ -18,7 +18,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.storage import CHUNK_BYTES, OpenedResult, ResultStore, ResultStoreError, StoredResult
+from service.storage_base import CHUNK_BYTES, OpenedResult, ResultStore, ResultStoreError, StoredResult
 
 S3_ERRORS = (BotoCoreError, ClientError, S3UploadFailedError)
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -105,6 +105,19 @@ class S3ResultStore(ResultStore):
         except S3_ERRORS as error:
             raise self._error("expire old results", error) from error
         return removed
+
+    def stored_bytes(self) -> int:
+        try:
+            return sum(
+                item["Size"]
+                for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix
+                )
+                for item in page.get("Contents", [])
+                if item["Key"].endswith(".safetensors")
+            )
+        except S3_ERRORS as error:
+            raise self._error("list results", error) from error
 
     def _publish(self, job_id: str, temporary: Path) -> StoredResult:
         try:

@@ -19,8 +19,8 @@ from rq.job import Job
 
 from service.embedded import embedded_redis
 from service.queue import SERIALIZER, generation_queue
-from service.results import result_path
 from service.settings import Settings
+from service.storage import result_path
 from tests.service.stack import app_for
 from tests.worker.stack import ARTIFACT, process_env, started, wait_for
 

@@ -27,8 +27,9 @@ from safetensors import safe_open
 from service.embedded import embedded_redis
 from service.main import create_app
 from service.queue import SERIALIZER, generation_queue
-from service.results import WORKER_DEATHS, result_path
+from service.results import WORKER_DEATHS
 from service.settings import Settings, get_settings
+from service.storage import result_path
 from tests.worker.stack import ARTIFACT, process_env, started, wait_for
 
 pytestmark = pytest.mark.skipif(

@@ -14,8 +14,8 @@ from rq.job import Job, JobStatus
 from contract.jobs import JobSummary
 from contract.result_file import ResultMetadata
 from service.queue import SERIALIZER
-from service.results import result_path
 from service.settings import Settings
+from service.storage import result_path
 
 PROBLEM = "application/problem+json"
 

@@ -15,9 +15,9 @@ import boto3
 import pytest
 from pydantic import ValidationError
 
-from service.results import result_path
+from contract.files import current_umask, is_temporary
 from service.settings import Settings
-from service.storage import LocalResultStore, ResultStore, ResultStoreError, result_store
+from service.storage import LocalResultStore, ResultStore, ResultStoreError, result_path, result_store
 from service.storage_s3 import S3ResultStore, s3_result_store
 from tests.worker.stack import moto_s3
 
@@ -174,3 +174,33 @@ def test_settings_choose_the_backend(s3_endpoint: str, tmp_path: Path) -> None:
     store.check()
     with pytest.raises(ValidationError, match="DWF_S3_BUCKET"):
         Settings(storage_backend="s3", s3_bucket=" ")
+
+
+def test_the_writer_writes_one_temporary_path_once_and_the_result_gets_the_umask_mode(
+    store: ResultStore,
+) -> None:
+    """The worker hands the store a writer that writes the path it is given, once; the store names it
+    (a temporary name, `contract.files`'), and publishes it with the mode `open` would give (safetensors
+    writes 0600)."""
+    paths: list[Path] = []
+
+    def write(path: Path) -> None:
+        paths.append(path)
+        path.write_bytes(b"weights")
+        path.chmod(0o600)
+
+    store.save("job-6", write)
+    assert len(paths) == 1 and paths[0].parent == store.scratch_dir and is_temporary(paths[0])
+    assert not paths[0].exists() and _stored_bytes(store, "job-6") == b"weights"
+    if isinstance(store, LocalResultStore):
+        assert result_path(store.scratch_dir, "job-6").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def test_stored_bytes_count_results_only(store: ResultStore) -> None:
+    assert store.stored_bytes() == 0
+    store.save("a", lambda path: path.write_bytes(b"x" * 10))
+    store.save("b", lambda path: path.write_bytes(b"y" * 5))
+    (store.scratch_dir / ".c.safetensors.tmp-1-abc").write_bytes(b"z" * 100)  # being written: not yet
+    assert store.stored_bytes() == 15
+    store.delete("a")
+    assert store.stored_bytes() == 5

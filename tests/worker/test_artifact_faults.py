@@ -17,8 +17,8 @@ from rq.job import Job
 from contract.jobs import JobRequest
 from models.zoo.store import file_sha256
 from service.queue import SERIALIZER, enqueue_generation, job_resource, new_job_id
-from service.results import result_path
 from service.settings import Settings
+from service.storage import result_path
 from tests.worker.stack import ARTIFACT
 from worker.runtime import load_runtime
 

@@ -21,9 +21,9 @@ from contract.jobs import JobRequest
 from contract.result_file import ResultMetadata
 from models.generator import GeneratedEnsemble
 from service.queue import SERIALIZER, cancel, enqueue_generation, job_resource, new_job_id
-from service.results import recover_abandoned_jobs, result_path
+from service.results import recover_abandoned_jobs
 from service.settings import Settings
-from service.storage import LocalResultStore
+from service.storage import LocalResultStore, result_path
 
 Progress = Callable[[int, int], None] | None
 
