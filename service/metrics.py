@@ -1,5 +1,7 @@
-"""Prometheus metrics: request counts and latencies per route, jobs submitted, queue depth, workers."""
+"""Prometheus metrics: request counts and latencies per route, jobs submitted, queue depth, workers,
+and the bytes results take (stored, reserved, and the budget)."""
 
+import contextlib
 import time
 
 from fastapi import APIRouter, Response
@@ -8,7 +10,9 @@ from redis.exceptions import RedisError
 from rq import Worker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.deps import QueueDep
+from service.deps import QueueDep, SettingsDep
+from service.result_budget import ResultLedger
+from service.storage import ResultStoreError, result_store
 
 REQUESTS = Counter("dwf_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -20,18 +24,28 @@ LATENCY = Histogram(
 JOBS_SUBMITTED = Counter("dwf_jobs_submitted_total", "Generation jobs enqueued", ["architecture"])
 QUEUED = Gauge("dwf_queue_jobs", "Jobs waiting in the generation queue")
 WORKERS = Gauge("dwf_workers", "Workers registered on the generation queue")
+RESULTS_STORED = Gauge("dwf_results_stored_bytes", "Bytes of job results in the result store now")
+RESULTS_RESERVED = Gauge(
+    "dwf_results_reserved_bytes", "Bytes reserved for the queue's results, stored or still being computed"
+)
+RESULTS_BUDGET = Gauge("dwf_results_budget_bytes", "Bytes the queue's results may take together")
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(queue: QueueDep) -> Response:
+def metrics(queue: QueueDep, settings: SettingsDep) -> Response:
     """Prometheus text exposition."""
     try:
         QUEUED.set(queue.count)
         WORKERS.set(Worker.count(connection=queue.connection, queue=queue))
-    except RedisError:
+        ledger = ResultLedger(queue, settings)
+        RESULTS_RESERVED.set(ledger.total())
+        RESULTS_BUDGET.set(ledger.limits().total)
+    except (RedisError, OSError):
         pass  # the request metrics are still worth serving; /readyz reports Redis being down
+    with contextlib.suppress(ResultStoreError, OSError):  # a store failing now: the last value stands
+        RESULTS_STORED.set(result_store(settings).stored_bytes())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

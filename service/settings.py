@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=600, ge=0)  # POST /generate per key per minute; 0 = off
     max_queued_jobs_per_key: int = Field(default=100, ge=0)  # jobs of one key not yet ended; 0 = off
 
+    # bounded disk for results (issue 11, service.result_budget)
+    max_result_bytes: int = Field(default=2**30, ge=1)  # largest result one job may store (count x network)
+    # all stored and pending results together; None = half of the results directory's free space
+    # (plus what the results take); each API key may take result_budget_owner_share of it
+    result_budget_bytes: int | None = Field(default=None, ge=1)
+    result_budget_owner_share: float = Field(default=0.5, gt=0, le=1)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _key_list(cls, value: object) -> object:
@@ -64,7 +71,14 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(keys))
 
     @field_validator(
-        "redis_url", "device", "api_key", "s3_bucket", "s3_endpoint_url", "s3_region", mode="before"
+        "redis_url",
+        "device",
+        "api_key",
+        "s3_bucket",
+        "s3_endpoint_url",
+        "s3_region",
+        "result_budget_bytes",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

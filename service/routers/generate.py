@@ -1,7 +1,8 @@
 """POST /generate: validate a request, resolve its defaults, enforce the caller's limits, enqueue the job.
 
-Order of checks: API key (401), body (422), the caller's rate limit (429), a replayed
-Idempotency-Key (200 with the first job), the caller's queued-jobs cap (429), then the enqueue (202).
+Order of checks: API key (401), body (422), the caller's rate limit (429), the result's size (422),
+a replayed Idempotency-Key (200 with the first job), the caller's queued-jobs cap (429), room for the
+result (507, see service.result_budget), then the enqueue (202).
 """
 
 import secrets
@@ -21,6 +22,7 @@ from service.metrics import JOBS_SUBMITTED
 from service.problems import ProblemError, documented, validation_error
 from service.queue import enqueue_generation, job_resource, new_job_id
 from service.ratelimit import enforce_rate_limit, release_queue_slot, reserve_queue_slot
+from service.result_budget import ResultLedger, checked_result_bytes
 from service.schemas import GenerateRequest, JobResource
 from service.settings import Settings
 
@@ -39,6 +41,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             422: "invalid request (the problem's `errors` name the fields), or a reused Idempotency-Key",
             429: "over the key's submissions per minute, or too many of its jobs unfinished (Retry-After)",
             503: "Redis is unavailable (see Retry-After)",
+            507: "no room for the result: the key's share of the result budget, or the budget, is full",
         }
     ),
 }
@@ -62,12 +65,13 @@ def generate(
     """Enqueue the generation of `count` networks; poll the job at the Location header."""
     enforce_rate_limit(queue, caller.owner, settings.rate_limit_per_minute)
     resolved = _resolve(body, catalog, settings)
+    size = checked_result_bytes(settings, resolved.architecture, resolved.count)  # 422 over the per-job limit
     submission = None
     if idempotency_key is not None:
         submission = IdempotentSubmission(queue, caller.owner, idempotency_key, body, settings.job_ttl)
         if (previous := submission.previous_job()) is not None:
             return _replay(previous, response)
-    job = _enqueue_within_limits(queue, resolved, settings, caller, submission)
+    job = _enqueue_within_limits(queue, resolved, settings, caller, submission, size)
     if job is None:  # only with a key: a concurrent request with the same key committed first
         return _replay(submission.previous_job() if submission else None, response)
     JOBS_SUBMITTED.labels(resolved.architecture).inc()
@@ -103,19 +107,24 @@ def _enqueue_within_limits(
     settings: Settings,
     caller: Caller,
     submission: IdempotentSubmission | None,
+    size: int,
 ) -> Job | None:
-    """Reserve a place among the caller's unfinished jobs (429 when full), then enqueue: alone, or in
-    one transaction with the idempotency record. None: another request with the same key won."""
+    """Reserve a place among the caller's unfinished jobs (429 when full) and `size` bytes for the
+    result (507 when there is no room), then enqueue: alone, or in one transaction with the idempotency
+    record. None: another request with the same key won."""
     job_id = new_job_id()
     cap, ttl = settings.max_queued_jobs_per_key, settings.job_ttl
     reserve_queue_slot(queue, caller.owner, job_id, cap, ttl)
+    ledger = ResultLedger(queue, settings)
     enqueue = partial(enqueue_generation, queue, request, settings, caller.owner, job_id)
     job = None
     try:
+        ledger.reserve(caller.owner, job_id, size)
         job = enqueue() if submission is None else submission.commit(job_id, enqueue)
     finally:
-        if job is None:  # not enqueued (lost the race, or Redis failed): the place is free again
+        if job is None:  # not enqueued (no room, lost the race, or Redis failed): the places are free again
             release_queue_slot(queue, caller.owner, job_id)
+            ledger.release(caller.owner, job_id)
     return job
 
 

@@ -4,9 +4,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
+from safetensors.numpy import save_file
 
 from contract.card import AccuracyStats, GeneratedEntry, GeneratorCard, read_card_file
 from service.embedded import embedded_redis
@@ -39,12 +41,27 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+# The layers of the two MLPs: (inputs, outputs) of each Linear.
+LAYERS = {"mlp-digits": [(64, 32), (32, 32), (32, 10)], "mlp-fashion": [(784, 128), (128, 128), (128, 10)]}
+
+
+def write_template(path: Path, layers: list[tuple[int, int]]) -> int:
+    """A template.safetensors of float32 zeros in the MLP's shapes; returns its tensor bytes."""
+    tensors = {}
+    for i, (inputs, outputs) in enumerate(layers):
+        tensors[f"layers.{i}.weight"] = np.zeros((outputs, inputs), np.float32)
+        tensors[f"layers.{i}.bias"] = np.zeros(outputs, np.float32)
+    save_file(tensors, str(path))
+    return sum(t.nbytes for t in tensors.values())
+
+
 @pytest.fixture(scope="session")
 def generators_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two generator folders holding only card.json: all the API reads of an artifact."""
+    """Two generator folders holding card.json and template.safetensors: all the API reads of an artifact."""
     root = tmp_path_factory.mktemp("generators")
     for name, params in (("mlp-digits", 3466), ("mlp-fashion", 118282)):
         (root / name).mkdir()
+        assert write_template(root / name / "template.safetensors", LAYERS[name]) == 4 * params
         (root / name / "card.json").write_text(api_card(name, params).to_json())
     (root / ".half-written").mkdir()
     (root / ".half-written" / "card.json").write_text("{}")
