@@ -24,6 +24,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 
 from contract.jobs import JOB_FUNCTION, JobRequest, JobSummary
 from service.schemas import JobResource, JobResult, Progress
@@ -113,6 +114,8 @@ def cancel(queue: Queue, job: Job) -> str:
         send_stop_job_command(queue.connection, job.id, serializer=SERIALIZER)
     elif status not in ENDED:
         job.cancel()
+        job.ended_at = now()  # rq leaves a canceled job's end unset
+        job.connection.hset(job.key, "ended_at", utcformat(job.ended_at))
     return job.get_status().value
 
 

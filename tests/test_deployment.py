@@ -139,3 +139,17 @@ def test_the_compose_defaults_are_the_settings_defaults(
         assert getattr(settings, field) == Settings.model_fields[field].default, field
     assert settings.s3_prefix == Settings.model_fields["s3_prefix"].default
     assert settings.all_api_keys == ()
+
+
+def test_the_package_metadata_reads_without_a_setuptools_warning() -> None:
+    """Found by a user: the install warned that `license = { text = "MIT" }` is deprecated."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distribution = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert [str(w.message) for w in caught] == []
+    assert distribution.metadata.license_expression == "MIT"

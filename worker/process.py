@@ -18,7 +18,7 @@ from service.queue import SERIALIZER, redis_connection
 from service.results import recover_abandoned_jobs
 from service.settings import Settings
 from service.storage import ResultStoreError
-from worker.runtime import STOP_SIGNAL, Runtime, install_runtime, load_runtime
+from worker.runtime import STOP_SIGNAL, JobStopped, Runtime, install_runtime, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,13 @@ class GeneratorWorker(SimpleWorker):
         finally:
             finished.set()
             thread.join()
+
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        """rq logs a failed job's traceback; a job stopped on request gets one line."""
+        if exc_info and isinstance(exc_info[1], JobStopped):
+            log.info("job %s: stopped on request", job.id)
+            return
+        super().handle_exception(job, *exc_info)
 
     def kill_horse(self, sig: object = None) -> None:
         """There is no horse: stop the running job instead."""

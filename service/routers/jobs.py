@@ -3,7 +3,7 @@
 import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -15,7 +15,7 @@ from service.queue import ENDED, cancel, fetch_job, job_resource
 from service.results import recover_abandoned_jobs
 from service.schemas import JobResource
 from service.settings import Settings
-from service.storage import ResultStoreError, result_store
+from service.storage import OpenedResult, ResultStoreError, result_store
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -71,19 +71,26 @@ def get_job(job_id: str, queue: QueueDep, settings: SettingsDep, caller: CallerD
     return job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
 
 
-@router.get(
-    "/{job_id}/weights",
-    response_class=FileResponse,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "the safetensors file"},
-        **JOB_ERRORS,
-        **documented(
-            {409: "the job has not finished (or failed, or was canceled)", 410: "the result has expired"}
-        ),
-    },
-)
-def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep, caller: CallerDep) -> Response:
+WEIGHTS_RESPONSES = {
+    200: {"content": {"application/octet-stream": {}}, "description": "the safetensors file"},
+    **JOB_ERRORS,
+    **documented(
+        {
+            409: "the job has not finished yet (Retry-After), or ended without weights (failed, stopped, "
+            "canceled): it never will have them",
+            410: "the result has expired",
+        }
+    ),
+}
+
+
+@router.get("/{job_id}/weights", response_class=FileResponse, responses=WEIGHTS_RESPONSES)
+@router.head("/{job_id}/weights", response_class=FileResponse, responses=WEIGHTS_RESPONSES)
+def get_weights(
+    job_id: str, request: Request, queue: QueueDep, settings: SettingsDep, caller: CallerDep
+) -> Response:
     """Stream the job's safetensors file: every tensor stacked on a leading axis of length count.
+    HEAD answers the same headers (size, content type, file name) without the file.
 
     The API streams it from the result store (a local file, or an S3 object read as it is sent)
     rather than redirecting to the object store, so the API stays the only public endpoint and
@@ -91,28 +98,38 @@ def get_weights(job_id: str, queue: QueueDep, settings: SettingsDep, caller: Cal
     """
     job = _settled(queue, _owned_job(queue, job_id, caller), settings)
     resource = job_resource(job, now=datetime.now(UTC))
+    if resource.status in ENDED and resource.result is None:
+        raise ProblemError(
+            409,
+            "job-has-no-result",
+            f"job {job_id} is {resource.status}: it ended without weights and will never have them",
+        )
     if resource.status != JobStatus.FINISHED.value or resource.result is None:
         raise ProblemError(
             409,
             "job-not-finished",
-            f"job {job_id} is {resource.status}; weights exist once it is finished",
-            headers={"Retry-After": "1"} if resource.status not in ENDED else None,
+            f"job {job_id} is {resource.status}; its weights exist once it has finished",
+            headers={"Retry-After": "1"},
         )
+    head = request.method == "HEAD"
     try:
-        stored = None if resource.result.expired else result_store(settings).open(job_id)
+        store = result_store(settings)
+        stored = None if resource.result.expired else (store.stat(job_id) if head else store.open(job_id))
     except ResultStoreError as error:
-        log.error("GET /jobs/%s/weights: %s", job_id, error)
+        log.error("%s /jobs/%s/weights: %s", request.method, job_id, error)
         raise ProblemError(
             503, "result-store-unavailable", "the result store is unavailable", headers={"Retry-After": "5"}
         ) from None
     if stored is None:
         raise ProblemError(410, "result-expired", f"the result of job {job_id} has expired")
-    request = resource.request
-    filename = f"{request.architecture}-x{request.count}-seed{request.seed}-{job_id}.safetensors"
-    if stored.path is not None:
+    request_ = resource.request
+    filename = f"{request_.architecture}-x{request_.count}-seed{request_.seed}-{job_id}.safetensors"
+    if isinstance(stored, OpenedResult) and stored.path is not None:
         return FileResponse(stored.path, media_type="application/octet-stream", filename=filename)
     disposition = f'attachment; filename="{filename}"'
     headers = {"Content-Length": str(stored.size), "Content-Disposition": disposition}
+    if head:
+        return Response(media_type="application/octet-stream", headers=headers)
     return StreamingResponse(stored.chunks, media_type="application/octet-stream", headers=headers)
 
 

@@ -118,8 +118,13 @@ def test_delete_cancels_a_queued_job(api: TestClient, queue: Queue) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "canceled"
     assert queue.count == 0  # a worker will never see it
-    assert api.get(f"/jobs/{job_id}").json()["status"] == "canceled"
-    assert api.get(f"/jobs/{job_id}/weights").status_code == 409
+    canceled = api.get(f"/jobs/{job_id}").json()
+    assert canceled["status"] == "canceled"
+    assert canceled["ended_at"] is not None and canceled["ended_at"] >= canceled["enqueued_at"]
+    assert response.json()["ended_at"] == canceled["ended_at"]
+    weights = api.get(f"/jobs/{job_id}/weights")
+    assert weights.status_code == 409 and weights.json()["type"] == "/problems/job-has-no-result"
+    assert "will never have them" in weights.json()["detail"] and "retry-after" not in weights.headers
     again = api.delete(f"/jobs/{job_id}")
     assert again.status_code == 409 and again.json()["type"] == "/problems/job-ended"
 
@@ -139,3 +144,29 @@ def test_delete_of_a_running_job_asks_its_worker_to_stop(api: TestClient, queue:
     message = pubsub.get_message(timeout=1)
     assert message is not None and b"stop-job" in message["data"] and job_id.encode() in message["data"]
     pubsub.close()
+
+
+def test_head_of_the_weights_answers_get_s_headers(api: TestClient, queue: Queue, settings: Settings) -> None:
+    """Found by a user: HEAD was 405."""
+    job_id = _submit(api)
+    assert api.head(f"/jobs/{job_id}/weights").status_code == 409  # not finished yet
+    content = _finish(queue, settings, job_id, expires_in=3600)
+    got, head = api.get(f"/jobs/{job_id}/weights"), api.head(f"/jobs/{job_id}/weights")
+    assert head.status_code == 200 and head.content == b""
+    for header in ("content-length", "content-type", "content-disposition"):
+        assert head.headers[header] == got.headers[header], header
+    assert head.headers["content-length"] == str(len(content))
+    assert api.head("/jobs/0123456789abcdef/weights").status_code == 404
+
+
+def test_weights_of_a_job_that_ended_without_them_say_they_never_will(api: TestClient, queue: Queue) -> None:
+    """Found by a user: a failed, stopped or canceled job's weights were "409: ... exist once it is
+    finished", as if waiting could help."""
+    for status in (JobStatus.FAILED, JobStatus.STOPPED):
+        job_id = _submit(api)
+        Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER).set_status(status)
+        response = api.get(f"/jobs/{job_id}/weights")
+        assert response.status_code == 409 and "retry-after" not in response.headers
+        assert response.json()["detail"] == (
+            f"job {job_id} is {status.value}: it ended without weights and will never have them"
+        )
