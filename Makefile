@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # made small torch ops (the flow's 64-row matmuls) 30-70x slower here.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test serve lint bench zoos generators clean
+.PHONY: test data serve lint bench zoos generators clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)  ## run lint and the whole test suite
+# Where models/zoo/datasets.py looks for Fashion-MNIST (its four gzip IDX files), in its order.
+FASHION_DIRS := $(DWF_DATA_DIR) $(DWF_DATA_DIR)/fashion-mnist ../shared/data/fashion-mnist data/fashion-mnist \
+                /usr/share/datasets/fashion-mnist
+FASHION_FOUND = $(firstword $(foreach d,$(FASHION_DIRS),$(wildcard $(d)/train-images-idx3-ubyte.gz)))
+
+data:  ## Fashion-MNIST for the tests: found where the code looks, else Debian's dataset-fashion-mnist (as root)
+ifeq ($(FASHION_FOUND),)
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "Fashion-MNIST not found in: $(FASHION_DIRS)"; \
+	  echo "install it with 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put its four"; \
+	  echo "gzip IDX files in data/fashion-mnist/ or \$$DWF_DATA_DIR"; exit 1; fi
+	@echo "Fashion-MNIST not found: installing Debian's dataset-fashion-mnist (30 MB)"
+	apt-get install -y -qq dataset-fashion-mnist >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+else
+	@echo "Fashion-MNIST: $(dir $(FASHION_FOUND))"
+endif
+
+test: $(STAMP) data  ## run lint and the whole test suite (installs Fashion-MNIST first if it is missing)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
