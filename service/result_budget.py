@@ -259,8 +259,10 @@ class ResultLedger:
         for status, meta in answers:
             expires_at = None
             # no result (yet), or not a record of ours: None
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                expires_at = float(self.queue.serializer.loads(meta)["result"]["expires_at"])
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                expires_at = (
+                    float(self.queue.serializer.loads(meta)["result"]["expires_at"]) if meta else None
+                )
             statuses.append((status.decode() if status else None, expires_at))
         return statuses
 

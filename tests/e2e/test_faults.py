@@ -194,7 +194,7 @@ def test_an_unwritable_results_directory_fails_jobs_until_it_is_fixed(store_faul
     failed = _ended(api, _submit(api, count=4))
     assert failed["status"] == "failed"
     unwritable = f"results directory {settings.results_dir} is not writable or is full"
-    assert failed["error"].startswith(f"service.storage.ResultStoreError: {unwritable}")
+    assert failed["error"].startswith(f"service.storage_base.ResultStoreError: {unwritable}")
     assert "Not a directory" in failed["error"] and "set DWF_RESULTS_DIR" in failed["error"]
 
     parent.unlink()  # the fix; the worker needs no restart

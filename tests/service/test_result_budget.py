@@ -17,6 +17,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from safetensors.numpy import save_file
 
+from contract.jobs import JobSummary
+from contract.result_file import ResultMetadata
 from service import result_budget
 from service.queue import SERIALIZER
 from service.result_budget import (
@@ -65,7 +67,10 @@ def _finish(queue: Queue, settings: Settings, job_id: str, expires_in: float = 3
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"weights")
     job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
-    job.meta["result"] = {"metadata": {}, "size_bytes": 7, "expires_at": time.time() + expires_in}
+    request = job.meta["request"]
+    metadata = ResultMetadata(job_id=job_id, generator_version="1", **request)
+    summary = JobSummary(metadata=metadata, size_bytes=7, expires_at=time.time() + expires_in)
+    job.meta["result"] = summary.model_dump(mode="json")
     job.save_meta()
     job.set_status(JobStatus.FINISHED)
     return path
