@@ -16,7 +16,9 @@ together stay within a budget, each API key within its share of it.
   per-key queue cap is cleaned (`service.ratelimit`).
 - **When full:** the owner's expired results go first (above), then its oldest finished results
   are evicted (deleted, and their jobs then show the result expired); if the job still does not
-  fit, the submission is refused with 507 Insufficient Storage. Nothing is ever half-written:
+  fit, the submission is refused with 429 and Retry-After (a 5xx would say the server failed; it
+  is the caller's share, or everyone's budget, that is full). A job bigger than a whole share
+  can never fit: 422, naming the share. Nothing is ever half-written:
   stores publish whole files (`service.storage`), and a job that fits its reservation finds the
   space free.
 
@@ -56,6 +58,7 @@ DTYPE_BYTES = {
 # A reservation whose job record does not exist yet may be an enqueue still in flight: it counts as
 # vanished only once this much older (as in service.ratelimit).
 RESERVATION_GRACE_S = 60
+FULL_RETRY_AFTER_S = 60  # a guess at when room frees up: jobs finish and results expire, or are downloaded
 NO_RESULT = frozenset(s.value for s in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED))
 
 _RESERVE = """
@@ -201,12 +204,16 @@ class ResultLedger:
 
     def reserve(self, owner: str, job_id: str, size: int) -> None:
         """Reserve `size` bytes for the result of `owner`'s job `job_id`, making room by releasing
-        what no job needs any more and evicting the owner's oldest results; else 507."""
+        what no job needs any more and evicting the owner's oldest results; else 429 (422 for a job
+        bigger than a whole share)."""
         limits = self.limits()
         if size > limits.owner:
-            raise self._full(
-                f"a result of {_size(size)} is more than one API key's share of the result budget "
-                f"({_size(limits.owner)}); ask for fewer networks"
+            raise validation_error(
+                "count",
+                f"a result of {_size(size)} is more than one API key's share of the stored results "
+                f"({_size(limits.owner)}: result_budget_owner_share of result_budget_bytes); ask for "
+                "fewer networks",
+                None,
             )
         if self._try(owner, job_id, size, limits) is None:
             return
@@ -243,7 +250,9 @@ class ResultLedger:
         )
 
     def _full(self, detail: str) -> ProblemError:
-        return ProblemError(507, "result-storage-full", detail)
+        return ProblemError(
+            429, "result-storage-full", detail, headers={"Retry-After": str(FULL_RETRY_AFTER_S)}
+        )
 
     def release(self, owner: str, job_id: str) -> int:
         """Give back the bytes reserved for `job_id` (nothing if none are); returns how many."""

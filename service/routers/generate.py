@@ -2,7 +2,7 @@
 
 Order of checks: API key (401), body (422), the caller's rate limit (429), the result's size (422),
 a replayed Idempotency-Key (200 with the first job), the caller's queued-jobs cap (429), room for the
-result (507, see service.result_budget), then the enqueue (202).
+result (429, see service.result_budget), then the enqueue (202).
 """
 
 import secrets
@@ -39,9 +39,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             409: "a concurrent request with the same Idempotency-Key got in the way; retry",
             413: "request body too large",
             422: "invalid request (the problem's `errors` name the fields), or a reused Idempotency-Key",
-            429: "over the key's submissions per minute, or too many of its jobs unfinished (Retry-After)",
+            429: "over the key's submissions per minute, too many of its jobs unfinished, or no room for the "
+            "result in its share of the result budget or in the budget (Retry-After)",
             503: "Redis is unavailable (see Retry-After)",
-            507: "no room for the result: the key's share of the result budget, or the budget, is full",
         }
     ),
 }
@@ -110,7 +110,7 @@ def _enqueue_within_limits(
     size: int,
 ) -> Job | None:
     """Reserve a place among the caller's unfinished jobs (429 when full) and `size` bytes for the
-    result (507 when there is no room), then enqueue: alone, or in one transaction with the idempotency
+    result (429 when there is no room), then enqueue: alone, or in one transaction with the idempotency
     record. None: another request with the same key won."""
     job_id = new_job_id()
     cap, ttl = settings.max_queued_jobs_per_key, settings.job_ttl

@@ -1,6 +1,6 @@
 """Bounded disk: a job's result size is known at submission, over a per-job limit is 422, and results
 together stay within a budget (each API key within its share): the owner's expired, then oldest results
-make room, else 507. Against the real Redis of conftest.py; no worker runs, so a job is finished here
+make room, else 429. Against the real Redis of conftest.py; no worker runs, so a job is finished here
 the way a worker records it (tests/service/test_jobs_api.py does the same)."""
 
 import json
@@ -136,7 +136,7 @@ def test_an_owner_s_oldest_finished_results_make_room_for_its_new_job(
     settings: Settings, queue: Queue
 ) -> None:
     """The share holds 3 jobs of 10 networks: a fourth evicts the oldest finished result; with only
-    unfinished jobs holding the share, the submission is 507."""
+    unfinished jobs holding the share, the submission is 429."""
     budget = 2 * (3 * digits_result(10)) + 1  # shares of half the budget: 3 jobs each
     with _keyed(settings, result_budget_bytes=budget) as api:
         jobs = [_submit(api, ALICE)[1]["id"] for _ in range(3)]
@@ -152,19 +152,23 @@ def test_an_owner_s_oldest_finished_results_make_room_for_its_new_job(
         assert _submit(api, ALICE)[0] == 202  # evicts the second
         assert not paths[1].exists()
         status, problem = _submit(api, ALICE)  # three queued jobs hold the whole share: nothing to evict
-    assert status == 507 and problem["type"] == "/problems/result-storage-full"
+    assert status == 429 and problem["type"] == "/problems/result-storage-full"
     assert "share" in problem["detail"]
 
 
-def test_the_budget_is_shared_and_full_is_507(settings: Settings, queue: Queue) -> None:
+def test_the_budget_is_shared_and_full_is_429(settings: Settings, queue: Queue) -> None:
     budget = 4 * digits_result(10)
     with _keyed(settings, result_budget_bytes=budget, result_budget_owner_share=0.75) as api:
         assert [_submit(api, ALICE)[0] for _ in range(3)] == [202, 202, 202]
         assert _submit(api, BOB)[0] == 202
         status, problem = _submit(api, BOB)  # the budget is full; Bob has no result to evict
-        assert status == 507 and "result budget" in problem["detail"]
+        assert status == 429 and "result budget" in problem["detail"]
         status, problem = _submit(api, ALICE, count=40)  # more than a share, whatever is stored
-        assert status == 507 and "share" in problem["detail"]
+        assert (
+            status == 422
+            and "share" in problem["detail"]
+            and problem["errors"][0]["loc"] == ["body", "count"]
+        )
     assert queue.count == 4
 
 
@@ -173,7 +177,8 @@ def test_ended_without_result_and_expired_reservations_are_released(settings: Se
     budget = 2 * digits_result(10)
     with TestClient(app_for(settings.model_copy(update={"result_budget_bytes": budget}))) as api:
         first, second = (_submit(api, None)[1]["id"] for _ in range(2))
-        assert _submit(api, None)[0] == 507
+        full = api.post("/generate", json={"architecture": "mlp-digits", "count": 10})
+        assert full.status_code == 429 and full.headers["retry-after"] == "60"
         api.delete(f"/jobs/{first}")  # canceled: it will never have a result
         assert _submit(api, None)[0] == 202
         expired = _finish(queue, settings, second, expires_in=-1)
@@ -196,7 +201,7 @@ def test_concurrent_submissions_never_overshoot(settings: Settings, queue: Queue
             thread.start()
         for thread in threads:
             thread.join()
-    assert sorted(statuses) == [202] * 5 + [507] * 7
+    assert sorted(statuses) == [202] * 5 + [429] * 7
     assert ResultLedger(queue, settings).total() == 5 * digits_result(10) and queue.count == 5
 
 
@@ -210,7 +215,7 @@ def test_the_default_budget_is_half_of_what_the_disk_could_hold(
         assert _submit(api, None)[0] == 202  # half of (free + 0): 1.5 jobs
         free -= digits_result(10)  # as the first result is written
         monkeypatch.setattr(result_budget.shutil, "disk_usage", lambda path: usage(10 * free, 9 * free, free))
-        assert _submit(api, None)[0] == 507  # half of (2 jobs free + 1 reserved): 1.5 jobs
+        assert _submit(api, None)[0] == 429  # half of (2 jobs free + 1 reserved): 1.5 jobs
         metrics = api.get("/metrics").text
     assert f"dwf_results_reserved_bytes {float(digits_result(10))}" in metrics
     assert f"dwf_results_budget_bytes {float(3 * digits_result(10) // 2)}" in metrics
