@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from bench.common import report
-from bench.service_load import limits_for
 from bench.service_latency import embedded_server
+from bench.service_load import limits_for
 
 REPO = Path(__file__).resolve().parents[1]
 

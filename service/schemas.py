@@ -3,10 +3,11 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from contract.inputs import InputContract
 from contract.jobs import SEED_MAX, JobRequest
+from service.numbers import whole_number
 
 Sampler = Literal["euler", "midpoint", "rk4"]
 
@@ -17,12 +18,12 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     architecture: str = Field(min_length=1, max_length=100, examples=["mlp-fashion"])
-    count: StrictInt = Field(ge=1, examples=[100], description="networks to generate")
-    seed: StrictInt | None = Field(
-        default=None, ge=0, le=SEED_MAX, description="omit for a random seed, echoed back"
+    count: whole_number(ge=1) = Field(examples=[100], description="networks to generate")
+    seed: whole_number(ge=0, le=SEED_MAX) | None = Field(
+        default=None, description="omit for a random seed, echoed back"
     )
     sampler: Sampler | None = Field(default=None, description="ODE method; the generator card's by default")
-    steps: StrictInt | None = Field(default=None, ge=1, description="ODE steps; the card's by default")
+    steps: whole_number(ge=1) | None = Field(default=None, description="ODE steps; the card's by default")
 
 
 class Progress(BaseModel):

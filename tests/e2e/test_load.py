@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.service_load import limits_for, run_load
 from bench.service_latency import embedded_server
+from bench.service_load import limits_for, run_load
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "generators" / "mlp-digits"
 REQUESTS, CONCURRENCY = 100, 10

@@ -141,8 +141,15 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(
         )
         def run(drawn: Case | tuple[Case, str]) -> None:
             case, mode = drawn if isinstance(drawn, tuple) else (drawn, None)
-            response = case.call_and_validate(headers=headers, checks=CHECKS)
+            # schemathesis validates bodies with draft-4 `integer` (1.0 is not one); JSON Schema 2020-12,
+            # which OpenAPI 3.1 uses, counts 1.0 as an integer: whole floats are checked below instead
+            checks = (
+                [c for c in CHECKS if c is not negative_data_rejection] if mode == "whole float" else CHECKS
+            )
+            response = case.call_and_validate(headers=headers, checks=checks)
             mode = mode or (case.meta.generation.mode.value if case.meta else "?")
+            if mode == "whole float" and response.status_code == 422:  # out of range, never a type error
+                assert "whole number" not in response.text and "integer" not in response.text, response.text
             if mode == "non-finite":  # never a number JSON cannot hold: rejected as invalid, naming where
                 assert response.status_code in {401, 413, 422, 429}, response.text
                 if response.status_code == 422:

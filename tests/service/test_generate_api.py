@@ -168,9 +168,6 @@ def test_an_echoed_input_is_kept_when_it_is_finite(api: TestClient) -> None:
     assert [(e["loc"], e["input"]) for e in problem["errors"]] == [(["body", "count"], 2.5)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="GenerateRequest's count, seed and steps are not service.numbers.whole_number yet"
-)
 def test_whole_number_floats_are_integers(api: TestClient) -> None:
     """JSON Schema's `integer` includes 2.0 (and a fuzzer sends it): accepted as 2."""
     body = {"architecture": "mlp-digits", "count": 2.0, "seed": 7.0, "steps": 3.0}
