@@ -108,11 +108,10 @@ GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
     "cnn-fashion": GeneratorRecipe(
         sampling=SamplingRecipe(residual_noise=0.12), screening=ScreeningRecipe(images=3000)
     ),
-    # The default flow, residual noise and screening as for cnn-fashion (no settings sweep yet:
-    # the 100-member zoo finished late in the session that built it).
-    "vit-fashion": GeneratorRecipe(
-        sampling=SamplingRecipe(residual_noise=0.10), screening=ScreeningRecipe(images=3000)
-    ),
+    # The default flow and screening on 3,000 training images, no residual noise: at 0.10 the noise
+    # cost this ViT ~3 points (a zoo member plus noise at r 0.12: 70.2%) and screening filled 94 of
+    # 100 networks (test split, first build). No settings sweep yet.
+    "vit-fashion": GeneratorRecipe(screening=ScreeningRecipe(images=3000)),
     # Tabular: the default flow; the table has 398 training rows, so calibration and screening use
     # 256 of them and the validation batch is the whole 57-row validation split.
     "mlp-breast-cancer": GeneratorRecipe(
