@@ -150,6 +150,13 @@ def split_indices(n: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[np.ndar
     return np.sort(order[holdout:]), np.sort(order[:holdout])
 
 
+def train_val_test_indices(n: int, val_size: int, test_size: int) -> tuple[np.ndarray, ...]:
+    """Deterministic sorted (train, validation, test) index arrays for a set with no test split of its own."""
+    rest, test = split_indices(n, test_size)
+    keep, held = split_indices(len(rest), val_size, seed=SPLIT_SEED + 1)
+    return rest[keep], rest[held], test
+
+
 def make_dataset(
     name: str,
     train: tuple[np.ndarray, np.ndarray],
@@ -226,9 +233,7 @@ def load_digits_dataset(val_size: int = 180, test_size: int = 360) -> Dataset:
 
     bunch = load_digits()
     images, labels = bunch.images.astype(np.float32), bunch.target  # (1797, 8, 8) in [0, 16]
-    rest, test = split_indices(len(labels), test_size)
-    keep, held = split_indices(len(rest), val_size, seed=SPLIT_SEED + 1)
-    train, val = rest[keep], rest[held]
+    train, val, test = train_val_test_indices(len(labels), val_size, test_size)
     return make_dataset(
         "digits",
         (images[train], labels[train]),
@@ -252,9 +257,7 @@ def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Data
 
     bunch = load_breast_cancer()
     features, labels = bunch.data.astype(np.float32), bunch.target.astype(np.int64)  # (569, 30), (569,)
-    rest, test = split_indices(len(labels), test_size)
-    keep, held = split_indices(len(rest), val_size, seed=SPLIT_SEED + 1)
-    train, val = rest[keep], rest[held]
+    train, val, test = train_val_test_indices(len(labels), val_size, test_size)
     mean, std = features[train].mean(0), features[train].std(0)
     digest = hashlib.sha256(f"breast-cancer:{SPLIT_SEED}".encode())
     digest.update(features.tobytes() + labels.tobytes())
