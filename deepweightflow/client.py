@@ -95,6 +95,7 @@ class Client:
         sampler: str | None = None,
         steps: int | None = None,
         idempotency_key: str | None = None,
+        validate: bool = False,
     ) -> "Job":
         """Submit a generation job (202); the returned Job knows its seed even when one was chosen for you.
 
@@ -103,6 +104,8 @@ class Client:
         """
         body: dict[str, Any] = {"architecture": architecture, "count": count}
         body |= {k: v for k, v in (("seed", seed), ("sampler", sampler), ("steps", steps)) if v is not None}
+        if validate:  # per-network validation accuracy in the result (one more forward pass each)
+            body["validate"] = True
         if idempotency_key is None:
             return Job(self, self._send("POST", "/generate", json=body).json())
         headers = {"Idempotency-Key": idempotency_key}

@@ -212,6 +212,7 @@ def generate_local(
     generators: Path,
     sampler: str | None = None,
     steps: int | None = None,
+    validate: bool = False,
 ) -> "ResultMetadata":
     """Generate from a local artifact with a progress bar; write the job-result safetensors file."""
     from contract.files import atomic_write
@@ -225,7 +226,12 @@ def generate_local(
     with progress_bar() as progress:
         task = progress.add_task("sampling", total=count)
         ensemble = generator.generate(
-            count, seed, sampler, steps, progress=lambda done, total: progress.update(task, completed=done)
+            count,
+            seed,
+            sampler,
+            steps,
+            progress=lambda done, total: progress.update(task, completed=done),
+            evaluate=validate,
         )
     atomic_write(out, lambda path: write_result(path, ensemble))
     counts = ensemble.metadata.screening_counts()

@@ -49,6 +49,9 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="random seed [default: chosen and printed]")] = None,
     sampler: Annotated[str | None, typer.Option(help="euler, midpoint or rk4 [default: the card's]")] = None,
     steps: Annotated[int | None, typer.Option(help="ODE steps [default: the card's]")] = None,
+    validate: Annotated[
+        bool, typer.Option(help="also measure every network on the generator's validation batch")
+    ] = False,
     output: Annotated[
         Path, typer.Option("--output", "--out", "-o", help="file or directory for the weights")
     ] = Path("."),
@@ -68,11 +71,13 @@ def generate(
     """Generate networks into a safetensors file: on a DeepWeightFlow server with --server, else locally
     from the shipped generator artifacts (no server needed)."""
     if server is None:
-        generate_here(architecture, count, seed, sampler, steps, output, generators)
+        generate_here(architecture, count, seed, sampler, steps, output, generators, validate)
         return
     try:
         with Client(server, api_key=api_key) as client:
-            job = client.generate(architecture, count, seed=seed, sampler=sampler, steps=steps)
+            job = client.generate(
+                architecture, count, seed=seed, sampler=sampler, steps=steps, validate=validate
+            )
             typer.echo(f"job {job.id}: {count} x {architecture}, seed {job.seed}", err=True)
             job.wait(progress=True)
             path = job.download(output)
@@ -107,6 +112,7 @@ def generate_here(
     steps: int | None,
     output: Path,
     generators: Path | None,
+    validate: bool = False,
 ) -> None:
     """Local generation with a progress bar; the file has the same format as a job result."""
     import secrets
@@ -119,7 +125,9 @@ def generate_here(
     with user_errors():
         if count < 1:
             raise ValueError(f"--count must be at least 1, got {count}")
-        generate_local(architecture, count, seed, path, generators or DEFAULT_GENERATORS, sampler, steps)
+        generate_local(
+            architecture, count, seed, path, generators or DEFAULT_GENERATORS, sampler, steps, validate
+        )
     typer.echo(json.dumps({"path": str(path), "seed": seed}))
 
 

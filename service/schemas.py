@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from contract.inputs import InputContract
 from contract.jobs import SEED_MAX, JobRequest
@@ -24,6 +24,11 @@ class GenerateRequest(BaseModel):
     )
     sampler: Sampler | None = Field(default=None, description="ODE method; the generator card's by default")
     steps: whole_number(ge=1) | None = Field(default=None, description="ODE steps; the card's by default")
+    validate: StrictBool = Field(
+        default=False,
+        description="also measure every network on the generator's validation batch (result val_accuracy); "
+        "costs one more forward pass per network",
+    )
 
 
 class Progress(BaseModel):
@@ -35,7 +40,9 @@ class JobResult(BaseModel):
     """What a finished job produced."""
 
     val_accuracy: list[float] | None = Field(
-        default=None, description="per-network accuracy on the generator's held-out validation batch"
+        default=None,
+        description="per-network accuracy on the generator's held-out validation batch; "
+        "null unless the job was submitted with validate: true",
     )
     metadata: dict[str, str] = Field(
         default_factory=dict, description="the result file's __metadata__ (less val_accuracy)"

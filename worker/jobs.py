@@ -31,7 +31,12 @@ def generate_ensemble(request: dict[str, Any]) -> dict[str, Any]:
 
     with runtime.interruptible():
         ensemble = generator.generate(
-            task.count, task.seed, sampler=task.sampler, steps=task.steps, progress=report
+            task.count,
+            task.seed,
+            sampler=task.sampler,
+            steps=task.steps,
+            progress=report,
+            evaluate=task.validate,
         )
     runtime.check_stop()
     stamped = GeneratedEnsemble(ensemble.state, ensemble.metadata.model_copy(update={"job_id": job.id}))

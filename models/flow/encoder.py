@@ -120,7 +120,7 @@ class WeightEncoder:
         self.config = config
         # One memory layout (contiguous), so a fitted and a loaded encoder give the same bits.
         self.tensors = {k: v.contiguous() for k, v in tensors.items()}
-        self.components = self.tensors["components"].float() if "components" in tensors else None  # (d, D)
+        self._decoder = self._decoding_affine()
 
     @classmethod
     def fit(
@@ -185,7 +185,7 @@ class WeightEncoder:
     @property
     def code_dim(self) -> int:
         """d, the length of a code."""
-        return self.dim if self.components is None else len(self.components)
+        return self.dim if "components" not in self.tensors else len(self.tensors["components"])
 
     def _expanded(self, name: str) -> torch.Tensor:
         """A per-tensor statistic repeated over its segment: (T,) -> (D,)."""
@@ -198,16 +198,27 @@ class WeightEncoder:
     def encode(self, weights: torch.Tensor) -> torch.Tensor:
         """Flat weights (N, D) -> codes (N, d), float32."""
         x = self.standardize(weights.float())
-        if self.components is None:
+        if "components" not in self.tensors:
             return x
-        return (x - self.tensors["pca_mean"]) @ self.components.T / self.tensors["coordinate_scale"]
+        components = self.tensors["components"].float()  # (d, D)
+        return (x - self.tensors["pca_mean"]) @ components.T / self.tensors["coordinate_scale"]
+
+    def _decoding_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """decode as one affine map, codes @ matrix (d, D) + bias (D,): the coordinate scale, the
+        components and the per-tensor std folded into one matrix, so decoding is a single pass
+        over the output. None without PCA."""
+        if "components" not in self.tensors:
+            return None
+        std = self._expanded("tensor_std")
+        matrix = self.tensors["coordinate_scale"][:, None] * self.tensors["components"].float() * std
+        return matrix, self.tensors["pca_mean"] * std + self._expanded("tensor_mean")
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (N, d) -> flat weights (N, D), float32."""
-        x = codes.float()
-        if self.components is not None:
-            x = (x * self.tensors["coordinate_scale"]) @ self.components + self.tensors["pca_mean"]
-        return x * self._expanded("tensor_std") + self._expanded("tensor_mean")
+        if self._decoder is not None:
+            matrix, bias = self._decoder
+            return torch.addmm(bias, codes.float(), matrix)
+        return codes.float() * self._expanded("tensor_std") + self._expanded("tensor_mean")
 
     def to(self, device: torch.device | str) -> "WeightEncoder":
         """A copy whose tensors live on `device`."""

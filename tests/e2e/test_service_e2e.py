@@ -88,7 +88,7 @@ def _accuracy(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 def test_generate_poll_download_and_load_match_what_the_worker_reported(
     client: Client, tmp_path: Path
 ) -> None:
-    job = client.generate("mlp-digits", 8, seed=123)
+    job = client.generate("mlp-digits", 8, seed=123, validate=True)
     assert job.status == "queued" and job.seed == 123
     job.wait(timeout=120)
     assert job.progress == (8, 8) and job.result["expired"] is False
@@ -164,6 +164,7 @@ def test_dwf_generate_against_the_server(server: str, tmp_path: Path) -> None:
         "3",
         "--seed",
         "5",
+        "--validate",
     ]
     result = subprocess.run(
         [*command, "--server", server, "-o", str(tmp_path / "nets.safetensors")],

@@ -28,6 +28,7 @@ def test_accepts_and_enqueues_the_resolved_request(api: TestClient, queue: Queue
         "seed": 7,
         "sampler": "rk4",
         "steps": 20,
+        "validate": False,
     }
     assert body["progress"] == {"done": 0, "total": None}
     assert body["result"] is None and body["result_url"] is None and body["enqueued_at"]
@@ -51,6 +52,11 @@ def test_explicit_sampler_and_steps_override_the_card(api: TestClient) -> None:
     body = {"architecture": "mlp-fashion", "count": 2, "seed": 0, "sampler": "euler", "steps": 50}
     request = api.post("/generate", json=body).json()["request"]
     assert (request["sampler"], request["steps"]) == ("euler", 50)
+
+
+def test_validation_accuracy_is_measured_only_when_asked(api: TestClient) -> None:
+    body = {"architecture": "mlp-digits", "count": 2, "validate": True}
+    assert api.post("/generate", json=body).json()["request"]["validate"] is True
 
 
 def _problem(response, status: int) -> dict:
@@ -85,6 +91,8 @@ def test_unknown_architecture_is_422_listing_the_valid_ones(api: TestClient, que
         ("sampler", "leapfrog"),
         ("steps", 0),
         ("steps", 201),  # max_steps is 200
+        ("validate", "yes"),
+        ("validate", 1),  # a JSON boolean, not a number
     ],
 )
 def test_bad_field_is_422_naming_it(api: TestClient, queue: Queue, field: str, value: object) -> None:
@@ -179,6 +187,7 @@ def test_whole_number_floats_are_integers(api: TestClient) -> None:
         "seed": 7,
         "sampler": None,
         "steps": 3,
+        "validate": False,
     }
 
 

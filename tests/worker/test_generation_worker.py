@@ -55,13 +55,17 @@ class StubGenerator:
             seed=seed,
             sampler=sampler,
             steps=steps,
-            val_accuracy=torch.linspace(0.5, 1.0, count).tolist(),
+            val_accuracy=torch.linspace(0.5, 1.0, count).tolist() if evaluate else None,
         )
         return GeneratedEnsemble({"w": weights}, metadata)
 
 
-def _enqueue(queue: Queue, settings: Settings, count: int = 4, architecture: str = "stub") -> Job:
-    request = JobRequest(architecture=architecture, count=count, seed=3, sampler="euler", steps=5)
+def _enqueue(
+    queue: Queue, settings: Settings, count: int = 4, architecture: str = "stub", validate: bool = True
+) -> Job:
+    request = JobRequest(
+        architecture=architecture, count=count, seed=3, sampler="euler", steps=5, validate=validate
+    )
     return enqueue_generation(queue, request, settings, owner="anonymous", job_id=new_job_id())
 
 
@@ -71,7 +75,7 @@ def _fetch(queue: Queue, job: Job) -> Job:
 
 def test_jobs_run_in_the_worker_process_and_write_their_result(queue, settings, run_worker) -> None:
     stub = StubGenerator()
-    first, second = _enqueue(queue, settings, count=4), _enqueue(queue, settings, count=2)
+    first, second = _enqueue(queue, settings, count=4), _enqueue(queue, settings, count=2, validate=False)
     run_worker({"stub": stub})
 
     assert stub.pids == [os.getpid(), os.getpid()]  # no fork per job: the preloaded generator ran in place
@@ -83,6 +87,8 @@ def test_jobs_run_in_the_worker_process_and_write_their_result(queue, settings, 
         resource.result is not None and resource.result.val_accuracy == torch.linspace(0.5, 1.0, 4).tolist()
     )
     assert resource.result.metadata["job_id"] == first.id and resource.result_url
+    unvalidated = job_resource(_fetch(queue, second)).result  # validation only when the request asks
+    assert unvalidated is not None and unvalidated.val_accuracy is None
 
     path = result_path(settings.results_dir, first.id)
     assert resource.result.size_bytes == path.stat().st_size
