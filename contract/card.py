@@ -44,6 +44,10 @@ class ScreeningEntry(BaseModel):
     quantile: float = Field(ge=0, le=1)
     threshold: float  # accuracy in [0, 1]
     max_candidates: float = Field(ge=1)
+    # Two stages: a candidate below `early_threshold` (the zoo's lowest accuracy) on the first
+    # `early_images` is rejected without scoring the rest; 0 = one stage.
+    early_images: int = Field(default=0, ge=0)
+    early_threshold: float = 0.0
 
 
 class SamplerEntry(BaseModel):

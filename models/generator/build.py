@@ -27,7 +27,7 @@ from models.flow import EncoderConfig, VelocityConfig, WeightEncoder, load_veloc
 from models.generator.artifact import read_card, write_artifact
 from models.generator.data_batches import pack_batches, unpack_batches
 from models.generator.recipe import GeneratorRecipe
-from models.weightspace import WeightLayout, batched_evaluate, recalibrate_batchnorm
+from models.weightspace import WeightLayout, predictions, recalibrate_batchnorm
 from models.zoo.datasets import Dataset
 from models.zoo.train import Recipe, describe_training
 
@@ -84,12 +84,16 @@ def screening_entry(
     )
     module = architecture.build()
     state = recalibrate_batchnorm(module, canonical, batches.calibration)
-    accuracy = batched_evaluate(module, state, batches.screening.images, batches.screening.labels)[1]
+    correct = predictions(module, state, batches.screening.images) == batches.screening.labels  # (K, N)
+    accuracy = correct.sum(1) / screening.images
+    early = correct[:, : screening.early_images].sum(1) / max(screening.early_images, 1)
     return ScreeningEntry(
         images=screening.images,
         quantile=screening.quantile,
         threshold=torch.quantile(accuracy.double(), screening.quantile).item(),
         max_candidates=screening.max_candidates,
+        early_images=screening.early_images,
+        early_threshold=early.min().item() if screening.early_images else 0.0,
     )
 
 

@@ -4,7 +4,7 @@ import torch
 
 from models.architectures import Architecture
 from models.generator.data_batches import DataBatches
-from models.weightspace import WeightLayout, batched_evaluate, recalibrate_batchnorm
+from models.weightspace import WeightLayout, predictions, recalibrate_batchnorm
 from models.zoo.datasets import Split
 
 
@@ -45,6 +45,10 @@ class NetworkDecoder:
         """Flat parameters (count, D) -> finished stacked state dict (count, ...)."""
         return self.finish(self.assemble(flat))
 
+    def correct(self, state: dict[str, torch.Tensor], split: Split) -> torch.Tensor:
+        """(count,) int64: how many of a split's examples (already on the device) each network gets right."""
+        return (predictions(self.module, state, split.images) == split.labels).sum(1).cpu()
+
     def accuracy(self, state: dict[str, torch.Tensor], split: Split) -> torch.Tensor:
         """(count,) accuracy in [0, 1] of stacked networks on a split already on the device."""
-        return batched_evaluate(self.module, state, split.images, split.labels)[1]
+        return self.correct(state, split) / len(split.labels)

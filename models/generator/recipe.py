@@ -50,6 +50,9 @@ class ScreeningRecipe:
     images: int = 0
     quantile: float = 0.05
     max_candidates: float = 4.0
+    # First stage: candidates less accurate on the first `early_images` than every zoo member are
+    # rejected without scoring the rest (0 = one stage).
+    early_images: int = 0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import torch
 from contract.card import ScreeningEntry
 from models.generator.decoding import NetworkDecoder
 from models.generator.sampling import Candidates, Progress
+from models.weightspace import ensemble_size
+from models.zoo.datasets import Split
 
 # Candidates scored together; it divides models.flow.samplers.BLOCK_ROWS, so a block never
 # straddles two ODE blocks.
@@ -35,10 +37,14 @@ class Screening:
     quantile: float
     threshold: float  # accuracy in [0, 1]
     max_candidates: float  # candidates drawn per requested network at most
+    early_images: int = 0  # first-stage images (0: one stage)
+    early_threshold: float = 0.0  # the zoo members' lowest accuracy on them
 
     def __post_init__(self) -> None:
         if self.images < 1 or not 0 <= self.quantile <= 1 or self.max_candidates < 1:
             raise ValueError(f"screening needs images >= 1, 0 <= quantile <= 1, max_candidates >= 1: {self}")
+        if not 0 <= self.early_images < self.images:
+            raise ValueError(f"screening needs 0 <= early_images < images: {self}")
 
     def limit(self, count: int) -> int:
         """Candidates drawn at most for `count` networks: max_candidates * count in whole blocks."""
@@ -68,8 +74,8 @@ class Screening:
         drawn = accepted = 0
         while accepted < count and drawn < limit:
             state = decoder.networks(candidates(drawn, SCREENING_BLOCK))
-            score = decoder.accuracy(state, decoder.batches.screening).cpu()
-            passed = score >= self.threshold
+            score, scored = self.scores(state, decoder)
+            passed = scored & (score >= self.threshold)
             kept.append(rows(state, passed.nonzero().flatten()[: count - accepted]))
             accepted += len(kept[-1][next(iter(state))])
             spare = concat([s for s in (spare, rows(state, (~passed).nonzero().flatten())) if s])
@@ -83,6 +89,24 @@ class Screening:
         if filled:
             kept.append(rows(spare, torch.arange(filled)))
         return concat(kept), ScreeningCounts(drawn, accepted, filled)
+
+    def scores(
+        self, state: dict[str, torch.Tensor], decoder: NetworkDecoder
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy (count,) of finished candidates on the screening images, and (count,) bool: True
+        where that covers all of them (False: rejected at the first stage, accuracy on its images)."""
+        batch = decoder.batches.screening
+        if not self.early_images:
+            return decoder.accuracy(state, batch), torch.ones(ensemble_size(state), dtype=torch.bool)
+        head = Split(batch.images[: self.early_images], batch.labels[: self.early_images])
+        early = decoder.correct(state, head)
+        score = early / self.early_images
+        scored = score >= self.early_threshold
+        if scored.any():
+            index = scored.nonzero().flatten()
+            tail = Split(batch.images[self.early_images :], batch.labels[self.early_images :])
+            score[index] = (early[index] + decoder.correct(rows(state, index), tail)) / len(batch)
+        return score, scored
 
 
 def rows(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -210,14 +210,19 @@ def test_evaluation_reports_the_flow_alone_beside_residual_noise(artifact, tmp_p
     assert rows["generated"]["novelty_ratio"] > rows["flow only"]["novelty_ratio"]
 
 
-def with_screening(source: Path, destination: Path, threshold: float, max_candidates: float) -> Generator:
-    """A copy of the artifact whose card screens candidates on its 512 training images."""
+def with_screening(
+    source: Path, destination: Path, threshold: float, max_candidates: float, **early: float
+) -> Generator:
+    """A copy of the artifact whose card screens candidates on its 512 training images
+    (`early`: early_images and early_threshold of a first stage)."""
     import shutil
 
     from contract.card import ScreeningEntry
 
     shutil.copytree(source, destination)
-    screening = ScreeningEntry(images=512, quantile=0.5, threshold=threshold, max_candidates=max_candidates)
+    screening = ScreeningEntry(
+        images=512, quantile=0.5, threshold=threshold, max_candidates=max_candidates, **early
+    )
     update_card(
         destination,
         lambda card: card.model_copy(
@@ -263,6 +268,24 @@ def test_screening_keeps_the_first_candidates_that_reach_the_threshold(artifact,
     assert all(torch.allclose(unscreened[k], state[k][:6], atol=1e-6) for k in unscreened)
 
 
+def test_two_stage_screening_rejects_early_failures_and_keeps_the_same_rule(artifact, tmp_path):
+    state, scores = candidate_scores(Generator.load(artifact[0], device="cpu"), 48, seed=5)
+    train = load_dataset("digits").train
+    early = batched_evaluate(
+        Generator.load(artifact[0], device="cpu").decoder.module, state, train.images[:64], train.labels[:64]
+    )[1]
+    threshold, early_threshold = scores.quantile(0.3).item(), early.quantile(0.3).item()
+    screened = with_screening(
+        artifact[0], tmp_path / "mlp-digits", threshold, 6, early_images=64, early_threshold=early_threshold
+    )
+    ensemble = screened.generate(8, seed=5, evaluate=False)
+    drawn = ensemble.metadata.screening_candidates
+    passing = ((early[:drawn] >= early_threshold) & (scores[:drawn] >= threshold)).nonzero().flatten()
+    assert ensemble.metadata.screening_accepted == min(8, len(passing))
+    assert all(torch.equal(ensemble.state[k], state[k][passing[:8]]) for k in state)
+    assert (early[:drawn] < early_threshold).any()  # the first stage did reject candidates
+
+
 def test_screening_fills_with_the_best_rejected_when_too_few_pass(artifact, tmp_path):
     screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold=1.01, max_candidates=2.5)
     ensemble = screened.generate(4, seed=9, evaluate=False)
@@ -289,7 +312,14 @@ def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
         "quantile": 0.25,
         "threshold": pytest.approx(torch.quantile(accuracy.double(), 0.25).item()),
         "max_candidates": 3,
+        "early_images": 0,
+        "early_threshold": 0.0,
     }
+    two_stage = replace(recipe, screening=replace(recipe.screening, early_images=50))
+    entry = screening_entry(zoo.stacked, zoo.architecture, dataset, two_stage)
+    early = batched_evaluate(module, zoo.stacked, dataset.train.images[:50], dataset.train.labels[:50])[1]
+    assert (entry.early_images, entry.early_threshold) == (50, early.min().item())
+    assert entry.threshold == pytest.approx(torch.quantile(accuracy.double(), 0.25).item())
     assert screening_entry(zoo.stacked, zoo.architecture, dataset, RECIPE) is None  # 0 images: off
 
 
