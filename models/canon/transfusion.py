@@ -16,6 +16,7 @@ The functions here are pure: `models.canon.matching` supplies the cost matrices
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -59,19 +60,20 @@ def match_heads(template_descriptors: torch.Tensor, source_descriptors: torch.Te
     return torch.as_tensor(cols, dtype=torch.int64)
 
 
-def match_within_heads(cost: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+def match_within_heads(cost: np.ndarray, heads: torch.Tensor) -> torch.Tensor:
     """Head-structured perm (n,) maximizing `sum_i cost[i, perm[i]]` with the head pairing fixed.
 
     cost (n, n): cost[i, j] = <template unit i, source unit j>; heads (H,): template
     head a reads source head heads[a]. One assignment per head over its head_dim units.
+    Returns a CPU int64 tensor.
     """
     num_heads = len(heads)
     head_dim = cost.shape[0] // num_heads
-    blocks = cost.view(num_heads, head_dim, num_heads, head_dim).cpu().numpy()
+    blocks = cost.reshape(num_heads, head_dim, num_heads, head_dim)
     within = torch.stack(
         [
             torch.as_tensor(linear_sum_assignment(blocks[a, :, int(b), :], maximize=True)[1])
             for a, b in enumerate(heads)
         ]
     )
-    return compose_head_permutation(heads.cpu(), within).to(cost.device)
+    return compose_head_permutation(heads.cpu(), within)
