@@ -2,7 +2,7 @@
 matching, TransFusion for attention heads, and zoo canonicalization."""
 
 from .canonicalize import CanonicalizationResult, canonicalize
-from .matching import MatchingResult, run_weight_matching, weight_matching
+from .matching import MatchingResult, match_stacked, run_weight_matching, weight_matching
 from .permute import (
     Permutations,
     apply_permutation,
@@ -30,6 +30,7 @@ __all__ = [
     "canonicalize",
     "cnn_spec",
     "identity_permutation",
+    "match_stacked",
     "mlp_spec",
     "perm_sizes",
     "random_permutation",

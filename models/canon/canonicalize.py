@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .matching import weight_matching
+from .matching import match_stacked
 from .permute import Permutations, apply_permutation, perm_sizes
 from .spec import PermutationSpec
 
@@ -25,19 +25,16 @@ def canonicalize(
 ) -> CanonicalizationResult:
     """Weight-match each of the K stacked `members` (K, ...) to `template` (one state dict).
 
-    Every member is matched independently with the same `seed`. `progress(done, K)`
-    is called after each member.
+    All members are matched at once (`match_stacked`); member k gets the perms
+    that matching it alone with `seed` gives. `progress(done, K)` is called after
+    every sweep with the members finished so far.
     """
     if perm_sizes(spec, members, stacked=True) != perm_sizes(spec, template):
         raise ValueError("members and template have different widths; they are not one architecture")
-    count = next(iter(members.values())).shape[0]
-    aligned, permutations = [], []
-    for k in range(count):
-        member = {key: tensor[k] for key, tensor in members.items()}
-        perms = weight_matching(spec, template, member, seed=seed)
-        aligned.append(apply_permutation(spec, perms, member))
-        permutations.append(perms)
-        if progress is not None:
-            progress(k + 1, count)
+    permutations = [r.permutations for r in match_stacked(spec, template, members, seed, progress=progress)]
+    aligned = [
+        apply_permutation(spec, perms, {key: tensor[k] for key, tensor in members.items()})
+        for k, perms in enumerate(permutations)
+    ]
     stacked = {key: torch.stack([a[key] for a in aligned]) for key in members}
     return CanonicalizationResult(aligned=stacked, permutations=permutations)

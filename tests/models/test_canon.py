@@ -10,6 +10,7 @@ from models.canon import (
     apply_permutation,
     canonicalize,
     identity_permutation,
+    match_stacked,
     mlp_spec,
     perm_sizes,
     random_permutation,
@@ -207,8 +208,32 @@ def test_canonicalize_recovers_the_template_from_permuted_copies(name):
     members = {k: torch.stack([c[k] for c in copies]) for k in template}
     calls = []
     result = canonicalize(spec, members, template, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls[-1] == (3, 3) and [done for done, _ in calls] == sorted(done for done, _ in calls)
     assert len(result.permutations) == 3
     for k, tensor in template.items():
         assert torch.equal(result.aligned[k], tensor.expand_as(members[k])), k
     assert identity_permutation(spec, template).keys() == result.permutations[0].keys()
+
+
+@pytest.mark.parametrize("name", ["mlp-digits", "cnn-fashion", "vit-fashion"])
+def test_matching_a_stack_equals_matching_each_member_alone(name):
+    """Different networks and permuted copies of the template, matched at once: each member gets the
+    perms, sweeps and objective of matching it alone, and the copies come back exactly."""
+    arch = ARCHITECTURES[name]
+    spec = spec_for(arch)
+    template = random_state_dict(arch, seed=0)
+    generator = torch.Generator().manual_seed(10)
+    copies = [
+        apply_permutation(spec, random_permutation(spec, template, generator), template) for _ in range(2)
+    ]
+    members = [random_state_dict(arch, seed=s) for s in (1, 2, 3)] + copies
+    stacked = {k: torch.stack([m[k] for m in members]) for k in template}
+    results = match_stacked(spec, template, stacked, seed=0)
+    assert len({r.sweeps for r in results}) > 1  # members finish at different sweeps
+    for member, result in zip(members, results, strict=True):
+        alone = run_weight_matching(spec, template, member, seed=0)
+        assert all(torch.equal(result.permutations[p], alone.permutations[p]) for p in alone.permutations)
+        assert (result.sweeps, result.converged) == (alone.sweeps, alone.converged)
+        assert result.objective == pytest.approx(alone.objective, rel=1e-6)
+    for copy, result in zip(copies, results[-2:], strict=True):
+        assert max_difference(apply_permutation(spec, result.permutations, copy), template) == 0
