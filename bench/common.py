@@ -35,19 +35,31 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
     return sorted(times)[len(times) // 2], result
 
 
+def cell(value: Any) -> str:
+    """A table cell: floats to 4 significant digits, None (not applicable) as a dash."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def report(
     name: str, title: str, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None
 ) -> Path:
-    """Print `rows` as a table and write them with the machine description to results/<name>.json."""
+    """Print `rows` as a table and write them with the machine description to results/<name>.json,
+    and as a markdown table to results/<name>.md."""
     table = Table(title=title)
     for column in rows[0]:
-        table.add_column(column, justify="right" if isinstance(rows[0][column], int | float) else "left")
+        numeric = any(isinstance(row[column], int | float) for row in rows)
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(cell(v) for v in row.values()))
     Console(width=200).print(table)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     payload = {"benchmark": name, "machine": machine(), "rows": list(rows), **(extra or {})}
     path.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {path}")
+    markdown = [f"| {' | '.join(rows[0])} |", f"|{'---|' * len(rows[0])}"]
+    markdown += [f"| {' | '.join(cell(v) for v in row.values())} |" for row in rows]
+    (RESULTS_DIR / f"{name}.md").write_text(f"{title}\n\n" + "\n".join(markdown) + "\n")
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     return path

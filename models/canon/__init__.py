@@ -5,6 +5,7 @@ from .canonicalize import CanonicalizationResult, canonicalize
 from .matching import MatchingResult, match_stacked, run_weight_matching, weight_matching
 from .permute import (
     Permutations,
+    apply_member_permutations,
     apply_permutation,
     identity_permutation,
     perm_sizes,
@@ -26,6 +27,7 @@ __all__ = [
     "MatchingResult",
     "PermutationSpec",
     "Permutations",
+    "apply_member_permutations",
     "apply_permutation",
     "canonicalize",
     "cnn_spec",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .matching import match_stacked
-from .permute import Permutations, apply_permutation, perm_sizes
+from .permute import Permutations, apply_member_permutations, perm_sizes
 from .spec import PermutationSpec
 
 
@@ -32,9 +32,5 @@ def canonicalize(
     if perm_sizes(spec, members, stacked=True) != perm_sizes(spec, template):
         raise ValueError("members and template have different widths; they are not one architecture")
     permutations = [r.permutations for r in match_stacked(spec, template, members, seed, progress=progress)]
-    aligned = [
-        apply_permutation(spec, perms, {key: tensor[k] for key, tensor in members.items()})
-        for k, perms in enumerate(permutations)
-    ]
-    stacked = {key: torch.stack([a[key] for a in aligned]) for key in members}
-    return CanonicalizationResult(aligned=stacked, permutations=permutations)
+    aligned = apply_member_permutations(spec, permutations, members)
+    return CanonicalizationResult(aligned=aligned, permutations=permutations)

@@ -9,7 +9,7 @@ permutation `heads` (H,) and within-head permutations `within` (H, head_dim):
 `P[h * head_dim + j] = heads[h] * head_dim + within[h, j]`.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -71,6 +71,23 @@ def apply_permutation(
         for axis, perm in enumerate(spec.axes[key]):
             if perm is not None:
                 tensor = tensor.index_select(axis + lead, perms[perm].to(tensor.device))
+        out[key] = tensor
+    return out
+
+
+def apply_member_permutations(
+    spec: PermutationSpec, perms: Sequence[Mapping[str, torch.Tensor]], stacked: StateDict
+) -> dict[str, torch.Tensor]:
+    """Permute each member of `stacked` (K, ...) by its own perms: member k of the result is
+    `apply_permutation(spec, perms[k], member k)`. One gather per (key, axis) for all K."""
+    out = {}
+    for key, tensor in stacked.items():
+        for axis, perm in enumerate(spec.axes[key]):
+            if perm is not None:
+                index = torch.stack([p[perm] for p in perms]).to(tensor.device)  # (K, n)
+                shape = [len(perms)] + [1] * (tensor.dim() - 1)
+                shape[axis + 1] = index.shape[1]
+                tensor = tensor.gather(axis + 1, index.view(shape).expand_as(tensor))
         out[key] = tensor
     return out
 

@@ -7,6 +7,7 @@ from torch import nn
 from models.architectures import ARCHITECTURES, Architecture
 from models.architectures.mlp import MLP, MLPConfig
 from models.canon import (
+    apply_member_permutations,
     apply_permutation,
     canonicalize,
     identity_permutation,
@@ -195,6 +196,20 @@ def test_stacked_application_equals_per_member_application():
             max_difference({k: v[i] for k, v in permuted.items()}, apply_permutation(spec, perms, member))
             == 0
         )
+
+
+@pytest.mark.parametrize("name", ["resnet20-fashion", "vit-fashion"])
+def test_member_permutations_equal_per_member_application(name):
+    arch = ARCHITECTURES[name]
+    spec = spec_for(arch)
+    members = [random_state_dict(arch, seed=s) for s in range(3)]
+    stacked = {k: torch.stack([m[k] for m in members]) for k in members[0]}
+    generator = torch.Generator().manual_seed(11)
+    perms = [random_permutation(spec, members[0], generator) for _ in members]
+    permuted = apply_member_permutations(spec, perms, stacked)
+    for i, member in enumerate(members):
+        expected = apply_permutation(spec, perms[i], member)
+        assert max_difference({k: v[i] for k, v in permuted.items()}, expected) == 0
 
 
 @pytest.mark.parametrize("name", ["cnn-fashion", "vit-fashion"])
