@@ -45,8 +45,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON under bench/results/)
+bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON and markdown under bench/results/)
 	$(PY) -m bench.weight_matching
+	$(PY) -m bench.zoo_canonicalization
 	$(PY) -m bench.batched_eval
 	$(PY) -m bench.zoo_training
 	$(PY) -m bench.generation

@@ -85,16 +85,16 @@ def _dot(template: torch.Tensor, sources: torch.Tensor) -> np.ndarray:
 
 
 class _Carrier:
-    """Perm `name` on one axis of a tensor that carries a second perm, `other`: a cached cost term.
+    """A perm on one axis of a tensor that carries a second perm, `other`: its cached cost term.
 
     The source is kept as (K * n_other, m_rest * n) rows, one per unit of `other`,
     so permuting `other` for member k is a gather of rows.
     """
 
     def __init__(
-        self, name: str, axis: int, other: str, other_axis: int, template: torch.Tensor, sources: torch.Tensor
+        self, axis: int, other: str, other_axis: int, template: torch.Tensor, sources: torch.Tensor
     ) -> None:
-        self.name, self.other = name, other
+        self.other = other
         count, n_other = sources.shape[0], sources.shape[other_axis + 1]
         self.template = _rows(template, axis, [other_axis])  # (n, m)
         self.rows = _layout(sources, axis, [other_axis]).reshape(count * n_other, -1)
@@ -153,7 +153,7 @@ class _Problem:
                 continue
             self.initial_objective += _dot(template_key, sources_key)
             for (axis, name), (other_axis, other) in zip(named, named[::-1], strict=True):
-                self.carriers[name].append(_Carrier(name, axis, other, other_axis, template_key, sources_key))
+                self.carriers[name].append(_Carrier(axis, other, other_axis, template_key, sources_key))
         self.fixed_terms = {}  # perm name -> (K, n, n)
         for name, n in self.sizes.items():
             if not single[name]:
@@ -274,7 +274,7 @@ def match_stacked(
     units: list[str | HeadGroup] = [n for n in perms if n not in spec.head_group_of] + list(spec.head_groups)
     solved = {unit: np.zeros(count, dtype=bool) for unit in units}
     rng = np.random.default_rng(seed)
-    active, converged = np.ones(count, dtype=bool), np.zeros(count, dtype=bool)
+    active, converged = np.full(count, max_sweeps > 0), np.zeros(count, dtype=bool)
     sweeps = np.zeros(count, dtype=np.int64)
     objective = problem.initial_objective.copy()  # (K,) J, moved by every accepted step's gain
     step = 0
