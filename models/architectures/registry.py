@@ -1,5 +1,6 @@
 """Named architecture configurations: the vocabulary users and artifacts share."""
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,20 +20,23 @@ FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
 
 
 class UnknownArchitectureError(ValueError):
-    """Raised for an architecture name that is not registered."""
+    """Raised for an architecture name that is neither registered nor provided by a plugin."""
 
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    family: str  # key of FAMILIES
-    config: Any  # the family's Config dataclass
+    family: str  # key of FAMILIES, or a plugin's own family name
+    config: Any  # the family's Config dataclass (frozen)
     dataset: str  # dataset the registered zoo is trained on ("digits", "fashion-mnist", ...)
     input_shape: tuple[int, ...]  # one example, without the batch axis
+    # A plugin's module class (config -> nn.Module); its permutation spec is traced
+    # (models.canon.trace). None: FAMILIES[family] and its hand-written spec.
+    builder: Callable[[Any], nn.Module] | None = None
 
     def build(self) -> nn.Module:
         """A freshly initialized module (use torch.manual_seed first for determinism)."""
-        return FAMILIES[self.family][1](self.config)
+        return (self.builder or FAMILIES[self.family][1])(self.config)
 
     def to_dict(self) -> dict[str, Any]:
         return {

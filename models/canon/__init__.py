@@ -1,6 +1,7 @@
 """Permutation symmetries of weight space: specs as plain data, Git Re-Basin weight
 matching, TransFusion for attention heads, and zoo canonicalization."""
 
+from .architecture_spec import spec_for
 from .canonicalize import CanonicalizationResult, canonicalize
 from .matching import MatchingResult, match_stacked, run_weight_matching, weight_matching
 from .permute import (
@@ -17,7 +18,6 @@ from .spec import (
     cnn_spec,
     mlp_spec,
     resnet_spec,
-    spec_for,
     vit_spec,
 )
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from models.architectures import Architecture
 from models.architectures.cnn import CNNConfig
 from models.architectures.mlp import MLPConfig
 from models.architectures.resnet import ResNetConfig
@@ -173,14 +172,3 @@ SPEC_BUILDERS: dict[str, Callable[[Any], PermutationSpec]] = {
     "resnet": resnet_spec,
     "vit": vit_spec,
 }
-
-
-def spec_for(architecture: Architecture) -> PermutationSpec:
-    """The permutation spec of a registered (or ad hoc) Architecture, from its family and config."""
-    try:
-        builder = SPEC_BUILDERS[architecture.family]
-    except KeyError:
-        raise ValueError(
-            f"no permutation spec for family {architecture.family!r}; known: {', '.join(SPEC_BUILDERS)}"
-        ) from None
-    return builder(architecture.config)
