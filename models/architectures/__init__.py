@@ -1,5 +1,13 @@
-"""One file per architecture family, each with a Config dataclass; `registry` names configurations."""
+"""One file per architecture family, each with a Config dataclass; `registry` names configurations,
+`lookup` finds them by name, plugins' included."""
 
-from .registry import ARCHITECTURES, Architecture, UnknownArchitectureError, get_architecture
+from .lookup import ArchitecturePluginError, get_architecture
+from .registry import ARCHITECTURES, Architecture, UnknownArchitectureError
 
-__all__ = ["ARCHITECTURES", "Architecture", "UnknownArchitectureError", "get_architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "ArchitecturePluginError",
+    "UnknownArchitectureError",
+    "get_architecture",
+]

@@ -90,14 +90,3 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
     ]
 }
-
-
-def get_architecture(name: str) -> Architecture:
-    """Look up a registered architecture; unknown names list the known ones."""
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise UnknownArchitectureError(
-            f"unknown architecture {name!r}; known architectures: {known}"
-        ) from None

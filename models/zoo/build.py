@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from models.architectures import get_architecture
+from models.canon import spec_for
 from models.zoo.datasets import load_dataset
 from models.zoo.store import (
     MANIFEST,
@@ -106,6 +107,7 @@ def train_zoo(
     if members < 1 or chunk_size < 1:
         raise ValueError("members and chunk_size must be positive")
     arch = get_architecture(architecture)
+    spec_for(arch)  # a plugin's traced spec must pass the permutation-invariance test before any training
     dataset = load_dataset(arch.dataset, data_dir)
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
