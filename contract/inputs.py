@@ -42,15 +42,22 @@ class InputContract(BaseModel):
     preprocessing: Standardize
     classes: list[str] = Field(description="class name of each output logit, in order")
     trained_on: str = Field(description="which examples the zoo members were trained on")
+    saw_validation: bool = Field(
+        default=False,
+        description="the zoo members were trained on (part of) the validation split, so validation "
+        "accuracies are not held-out figures",
+    )
 
     def usage(self) -> str:
         """One line telling a user how to feed a network."""
         shape = ", ".join(str(s) for s in self.shape)
         low, high = self.value_range
+        caveat = "; validation accuracy is not held out (the zoo saw it)" if self.saw_validation else ""
         return (
             f"x: {self.dtype} (N, {shape}) in [{low:g}, {high:g}] ({self.dataset}); "
             f"feed {self.preprocessing.formula()}; logits (N, {len(self.classes)}) over classes "
             + ", ".join(self.classes)
+            + caveat
         )
 
     def to_json(self) -> str:

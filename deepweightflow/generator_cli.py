@@ -66,6 +66,7 @@ def build(
     with user_errors():
         from dataclasses import replace
 
+        from models.generator import read_card
         from models.generator.build import build_from_zoo
         from models.generator.recipe import recipe_for
 
@@ -90,6 +91,11 @@ def build(
 
                 build_from_zoo(source, out, recipe, progress=on_step)
         console.print(f"wrote {out}")
+        if read_card(out, verify=False).input.saw_validation:
+            console.print(
+                "[yellow]the zoo members saw the validation split: the card's validation figures "
+                "(settings sweep, per-network validation accuracy) are not held out"
+            )
         if evaluate_count:
             run_evaluation(
                 architecture, zoo, generators, evaluate_count, 0, "test", baseline_count, parse_steps(steps)
@@ -155,7 +161,8 @@ def run_evaluation(
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     generator = Generator.load(generators / architecture)
     canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card.zoo.template)
-    data = getattr(load_dataset(generator.architecture.dataset), split)
+    dataset = load_dataset(generator.architecture.dataset, preprocessing=generator.card.input.preprocessing)
+    data = getattr(dataset, split)
     with console.status(f"evaluating {count} generated {architecture} networks on the {split} split"):
         evaluation = evaluate_generator(
             generator,

@@ -1,4 +1,4 @@
-"""`dwf zoo ...`: train, canonicalize and report model zoos (see models.zoo)."""
+"""`dwf zoo ...`: train, import, canonicalize and report model zoos (see models.zoo)."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +115,127 @@ def train(
                 on_chunk=on_chunk,
             )
         print_accuracy_table(manifest)
+
+
+def per_feature(option: str, text: str) -> float | list[float]:
+    """A number, or a file of per-feature numbers (a JSON list, or numbers separated by spaces,
+    commas or newlines)."""
+    import json
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    path = Path(text)
+    if not path.is_file():
+        raise typer.BadParameter(
+            f"{option} takes a number or a file of per-feature numbers; {text!r} is neither"
+        )
+    content = path.read_text()
+    try:
+        values = (
+            json.loads(content) if content.lstrip().startswith("[") else content.replace(",", " ").split()
+        )
+        return [float(v) for v in values]
+    except (ValueError, TypeError):
+        raise typer.BadParameter(f"{path} must hold numbers (a JSON list, or one per line)") from None
+
+
+def key_map_rules(text: str | None) -> dict[str, str]:
+    """`--key-map`: old=new pairs, or a JSON file holding an {old: new} object."""
+    import json
+
+    from models.zoo.key_map import parse_rules
+
+    if not text:
+        return {}
+    path = Path(text)
+    if not path.is_file():
+        return parse_rules(text)
+    rules = json.loads(path.read_text())
+    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+        raise typer.BadParameter(f"{path} must hold a JSON object of old key -> new key")
+    return rules
+
+
+@zoo_app.command("import")
+def import_(
+    architecture: Annotated[
+        str, typer.Argument(help="Registered architecture the members are, e.g. mlp-fashion.")
+    ],
+    source: Annotated[
+        Path, typer.Argument(help="Folder of per-member checkpoints, or one stacked .safetensors file.")
+    ],
+    out: Annotated[Path, typer.Option(help="Zoo directory to write (must not exist or be empty).")],
+    input_scale: Annotated[
+        float | None, typer.Option(help="Members take (x / scale - mean) / std of raw inputs x.")
+    ] = None,
+    input_mean: Annotated[
+        str | None, typer.Option(help="Mean: a number, or a file of one number per input feature.")
+    ] = None,
+    input_std: Annotated[
+        str | None, typer.Option(help="Std: a number, or a file of per-feature numbers.")
+    ] = None,
+    trained_on: Annotated[
+        str | None, typer.Option(help="Which data the members were trained on, in words.")
+    ] = None,
+    saw_validation: Annotated[
+        bool,
+        typer.Option(
+            "--saw-validation", help="The members were trained on the dataset's validation split too."
+        ),
+    ] = False,
+    key_map: Annotated[
+        str | None,
+        typer.Option(help="old=new,... (whole keys or module prefixes; old= drops), or a JSON file."),
+    ] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Let torch files run pickled code (trusted files only).")
+    ] = False,
+    chunk_size: Annotated[int | None, typer.Option(help="Members per zoo chunk.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset files.")] = None,
+) -> None:
+    """Import networks trained elsewhere as a zoo of ARCHITECTURE: keys mapped, members evaluated."""
+    with user_errors():
+        from contract.inputs import Standardize
+        from models.zoo.importing import NOT_STATED, import_zoo
+
+        declared = (input_scale, input_mean, input_std) != (None, None, None)
+        preprocessing = (
+            Standardize(
+                scale=1.0 if input_scale is None else input_scale,
+                mean=0.0 if input_mean is None else per_feature("--input-mean", input_mean),
+                std=1.0 if input_std is None else per_feature("--input-std", input_std),
+            )
+            if declared
+            else None
+        )
+        with console.status(f"importing {source} as {architecture} members"):
+            manifest = import_zoo(
+                architecture,
+                source,
+                out,
+                preprocessing=preprocessing,
+                trained_on=trained_on or NOT_STATED,
+                saw_validation=saw_validation,
+                rules=key_map_rules(key_map),
+                allow_pickle=allow_pickle,
+                chunk_size=chunk_size,
+                data_dir=str(data_dir) if data_dir else None,
+            )
+        contract = manifest.declared_input()
+        renamed = manifest.imported["key_map"]
+        console.print(f"imported {manifest.size} members -> {out}")
+        if renamed:
+            console.print("keys: " + ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
+        console.print(f"input: {contract.usage()}")
+        if not declared:
+            console.print(
+                "(no --input-scale/--input-mean/--input-std given: the dataset's own preprocessing)"
+            )
+        print_accuracy_table(manifest)
+        if saw_validation:
+            console.print("[yellow]the members saw the validation split: validation figures are not held out")
 
 
 @zoo_app.command("canonicalize")

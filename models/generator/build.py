@@ -22,6 +22,7 @@ from contract.card import (
     ScreeningEntry,
     ZooEntry,
 )
+from contract.inputs import InputContract
 from models.architectures import Architecture
 from models.flow import EncoderConfig, VelocityConfig, WeightEncoder, load_velocity, save_velocity, train_flow
 from models.generator.artifact import read_card, write_artifact
@@ -116,6 +117,17 @@ def zoo_entry(canonical: "CanonicalZoo", members: int | None = None) -> ZooEntry
     )
 
 
+def zoo_input(canonical: "CanonicalZoo", dataset: Dataset) -> InputContract:
+    """What the zoo's members (and so the generated networks) take: the contract declared at
+    import, or the dataset's own preprocessing and the zoo recipe's training data."""
+    manifest = canonical.zoo.manifest
+    declared = manifest.declared_input()
+    if declared is not None:
+        return declared
+    trained_on = describe_training(dataset, Recipe.from_dict(manifest.recipe))
+    return dataset.input_contract(canonical.zoo.architecture.input_shape, trained_on)
+
+
 def generator_card(
     name: str,
     canonical: "CanonicalZoo",
@@ -129,13 +141,12 @@ def generator_card(
     content hashes come on writing."""
     architecture = canonical.zoo.architecture
     stacked = {k: v[:members] for k, v in canonical.zoo.stacked.items()}
-    zoo_recipe = Recipe.from_dict(canonical.zoo.manifest.recipe)
     return GeneratorCard(
         name=name,
         architecture=ArchitectureEntry(**architecture.to_dict()),
         parameter_count=WeightLayout.from_module(architecture.build()).dim,
         dataset={"name": dataset.name, "fingerprint": dataset.fingerprint},
-        input=dataset.input_contract(architecture.input_shape, describe_training(dataset, zoo_recipe)),
+        input=zoo_input(canonical, dataset),
         recipe=recipe.to_dict(),
         encoder={"code_dim": encoder.code_dim, **asdict(encoder.config)},
         sampler=SamplerEntry(
@@ -171,7 +182,8 @@ def build_from_zoo(
 
     out_dir = Path(out_dir)
     canonical = load_canonical_zoo(zoo_dir, template_kind)
-    dataset = load_dataset(canonical.zoo.architecture.dataset, data_dir)
+    declared = canonical.zoo.manifest.declared_input()
+    dataset = load_dataset(canonical.zoo.architecture.dataset, data_dir, declared and declared.preprocessing)
     if reuse_flow:
         encoder, flow, flow_entry, loss_png = reusable_flow(out_dir, canonical, recipe)
         write_generator(out_dir, canonical, dataset, recipe, encoder, flow, flow_entry)

@@ -100,6 +100,8 @@ def write_canonical_zoo(
         chunk_size=source.chunk_size,
         members=[{**m, "val_acc": val_acc[i].item()} for i, m in enumerate(source.members)],
         environment=source.environment,
+        imported=source.imported,
+        input=source.input,
         canonical={**info, "template_sha256": file_sha256(out / TEMPLATE_FILE)},
     )
     for index, chunk in enumerate(source.chunks):
@@ -136,7 +138,8 @@ def canonicalize_zoo(
     """Canonicalize the zoo at `directory` onto each template kind; returns (and writes) the summary."""
     zoo = load_zoo(directory)
     before = mean_pairwise_distance(flat_parameters(zoo.architecture, zoo.stacked))
-    dataset = load_dataset(zoo.architecture.dataset, data_dir)
+    declared = zoo.manifest.declared_input()
+    dataset = load_dataset(zoo.architecture.dataset, data_dir, declared and declared.preprocessing)
     figures = {}
     for kind in kinds:
         result = build_template(kind, zoo, seed, tol, max_rounds, progress)

@@ -13,8 +13,9 @@ with the training split's mean and std; labels as int64 (N,). Nothing is downloa
 
 import gzip
 import hashlib
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,21 +77,23 @@ class Dataset:
     # features (and `pixel_stats` is the identity), so artifacts store them as float32
     feature_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
+    def preprocessing(self) -> Standardize:
+        """How the splits' inputs were made from raw values."""
+        if self.feature_stats is None:
+            scale, mean, std = self.pixel_stats
+            return Standardize(scale=scale, mean=mean, std=std)
+        means, stds = self.feature_stats
+        return Standardize(scale=1.0, mean=list(means), std=list(stds))
+
     def input_contract(self, input_shape: tuple[int, ...], trained_on: str) -> InputContract:
         """What a network trained on this dataset takes (contract.inputs), `trained_on` saying
         which training examples it saw."""
-        if self.feature_stats is None:
-            scale, mean, std = self.pixel_stats
-            preprocessing = Standardize(scale=scale, mean=mean, std=std)
-        else:
-            means, stds = self.feature_stats
-            preprocessing = Standardize(scale=1.0, mean=list(means), std=list(stds))
         return InputContract(
             dataset=self.name,
             shape=list(input_shape),
             dtype=self.raw_dtype,
             value_range=list(self.raw_range),
-            preprocessing=preprocessing,
+            preprocessing=self.preprocessing(),
             classes=list(self.classes),
             trained_on=trained_on,
         )
@@ -287,12 +290,49 @@ def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Data
 DATASET_NAMES = ("digits", "fashion-mnist", "breast-cancer")
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset by name (one of DATASET_NAMES)."""
+def load_dataset(name: str, data_dir: str | None = None, preprocessing: Standardize | None = None) -> Dataset:
+    """Load a dataset by name (one of DATASET_NAMES), standardized as `preprocessing` says (for
+    networks that expect other inputs, e.g. an imported zoo) or, by default, as the dataset does."""
     if name == "fashion-mnist":
-        return load_fashion_mnist(data_dir)
-    if name == "digits":
-        return load_digits_dataset()
-    if name == "breast-cancer":
-        return load_breast_cancer_dataset()
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+        dataset = load_fashion_mnist(data_dir)
+    elif name == "digits":
+        dataset = load_digits_dataset()
+    elif name == "breast-cancer":
+        dataset = load_breast_cancer_dataset()
+    else:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    if preprocessing is None or preprocessing == dataset.preprocessing():
+        return dataset
+    return with_preprocessing(dataset, preprocessing)
+
+
+def raw_inputs(dataset: Dataset, inputs: torch.Tensor) -> torch.Tensor:
+    """Undo the dataset's own standardization: (N, ...) -> raw values (exact integers for images)."""
+    if dataset.feature_stats is None:
+        return raw_pixels(inputs, dataset.pixel_stats).float()
+    mean, std = (torch.tensor(s, dtype=torch.float32) for s in dataset.feature_stats)
+    return inputs * std + mean
+
+
+def with_preprocessing(dataset: Dataset, preprocessing: Standardize) -> Dataset:
+    """The same examples, fed as `(raw / scale - mean) / std` (float32, as contract.inputs says) with
+    the given scalars or per-feature lists. Per-feature statistics become the dataset's
+    `feature_stats` (scale folded in), so artifacts store such inputs as float32, as for tabular data."""
+    scale = preprocessing.scale
+    features = math.prod(dataset.train.images.shape[1:])
+    mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).expand(features)
+    std = torch.as_tensor(preprocessing.std, dtype=torch.float32).expand(features)
+    if (std <= 0).any() or scale <= 0:
+        raise ValueError("the declared input scale and std must be positive")
+
+    def convert(split: Split) -> Split:
+        raw = raw_inputs(dataset, split.images).flatten(1)
+        return Split(((raw / scale - mean) / std).view_as(split.images).contiguous(), split.labels)
+
+    if isinstance(preprocessing.mean, list) or isinstance(preprocessing.std, list):
+        folded = (tuple((mean * scale).tolist()), tuple((std * scale).tolist()))
+        stats = {"feature_stats": folded, "pixel_stats": (1.0, 0.0, 1.0)}
+    else:
+        stats = {"feature_stats": None, "pixel_stats": (scale, preprocessing.mean, preprocessing.std)}
+    splits = {name: convert(getattr(dataset, name)) for name in ("train", "val", "test")}
+    return replace(dataset, **splits, **stats)

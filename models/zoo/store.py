@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from contract.files import atomic_write, atomic_write_text
+from contract.inputs import InputContract
 from models.architectures import Architecture, UnknownArchitectureError, get_architecture
 from models.weightspace import StateDictError, check_state_dict
 
@@ -71,6 +72,11 @@ class ZooManifest:
     build_wall_time_s: float = 0.0  # sum of the chunks' wall times (so resumed builds add up)
     environment: dict[str, Any] = field(default_factory=dict)  # torch version, threads
     canonical: dict[str, Any] | None = None  # set for a canonical zoo (see models.zoo.canonical)
+    # set for imported members (models.zoo.importing): the source, key map and import command
+    imported: dict[str, Any] | None = None
+    # the input contract the members expect (contract.inputs.InputContract), when declared at import;
+    # None: the dataset's own preprocessing, as for trained zoos
+    input: dict[str, Any] | None = None
     content_hash: str | None = None  # set when complete; see `content_hash`
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -91,6 +97,10 @@ class ZooManifest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def declared_input(self) -> InputContract | None:
+        """The input contract declared for the members, or None (the dataset's own preprocessing)."""
+        return None if self.input is None else InputContract.model_validate(self.input)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ZooManifest":
@@ -139,6 +149,24 @@ def write_manifest(directory: Path, manifest: ZooManifest) -> None:
     atomic_write_text(directory / MANIFEST, json.dumps(manifest.to_dict(), indent=2))
 
 
+def write_complete_zoo(
+    directory: Path, manifest: ZooManifest, stacked: dict[str, torch.Tensor]
+) -> ZooManifest:
+    """Write all members at once: `stacked` (K, ...) in chunks of `manifest.chunk_size`, then the
+    manifest, complete with its content hash. `manifest.members` must hold the K metric records."""
+    directory.mkdir(parents=True, exist_ok=True)
+    members = next(iter(stacked.values())).shape[0]
+    for index, first in enumerate(range(0, members, manifest.chunk_size)):
+        part = {k: v[first : first + manifest.chunk_size] for k, v in stacked.items()}
+        name, sha256 = write_chunk(directory, index, part)
+        manifest.chunks.append(ChunkRecord(name, first, len(next(iter(part.values()))), sha256, 0.0))
+    manifest.complete = True
+    manifest.content_hash = content_hash(manifest)
+    check_layout(manifest, directory)
+    write_manifest(directory, manifest)
+    return manifest
+
+
 def read_manifest(directory: str | os.PathLike) -> ZooManifest:
     """Parse DIR/manifest.json; a missing, unparsable or foreign manifest is a ZooError."""
     path = Path(directory) / MANIFEST
@@ -168,6 +196,8 @@ def rebuild_hint(manifest: ZooManifest, directory: str | os.PathLike) -> str:
     """The command that rebuilds (or resumes) this zoo."""
     if manifest.canonical is not None:
         return f"`dwf zoo canonicalize {manifest.canonical['source']}`"
+    if manifest.imported is not None:
+        return f"`{manifest.imported['command']}`"
     recipe = manifest.recipe
     options = " ".join(
         f"--{key.replace('_', '-')} {recipe[key] or 0}"

@@ -123,9 +123,10 @@ def init_members(architecture: Architecture, seeds: Sequence[int]) -> dict[str, 
     return stack_state_dicts(states)
 
 
-def training_split(dataset: Dataset, recipe: Recipe) -> Split:
-    """The training examples the recipe trains on: all of them, or a fixed subset."""
-    if recipe.train_subset is None or recipe.train_subset >= len(dataset.train):
+def training_split(dataset: Dataset, recipe: Recipe | None) -> Split:
+    """The training examples the recipe trains on: all of them, or a fixed subset (None: members
+    trained elsewhere, e.g. imported ones, are measured on the whole training split)."""
+    if recipe is None or recipe.train_subset is None or recipe.train_subset >= len(dataset.train):
         return dataset.train
     order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(SUBSET_SEED))
     keep = order[: recipe.train_subset].sort().values
@@ -258,10 +259,11 @@ def evaluate_members(
     architecture: Architecture,
     stacked: dict[str, torch.Tensor],
     dataset: Dataset,
-    recipe: Recipe,
+    recipe: Recipe | None,
     seeds: Sequence[int],
 ) -> list[MemberMetrics]:
-    """Train / validation / test loss and accuracy of K stacked members, batched."""
+    """Train / validation / test loss and accuracy of K stacked members, batched (`recipe` None
+    for members trained elsewhere: see training_split)."""
     module = architecture.build()
     batch_size = eval_batch_size(architecture, len(seeds))
     train = training_split(dataset, recipe)
