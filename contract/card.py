@@ -3,7 +3,8 @@
 The card is written by `models.generator.build` and read by the worker, the API's catalog
 and the CLI, all through `GeneratorCard`. Sections owned by the ML code (the build recipe,
 the encoder config, evaluation tables, the settings sweep) stay JSON objects here; the
-fields other packages read are typed.
+fields other packages read are typed. The card file's stamp (`card_stamp`) tells the API and
+the workers, for the price of a stat, that an artifact is new or was replaced.
 """
 
 import json
@@ -102,3 +103,31 @@ def read_card_file(path: str | os.PathLike) -> GeneratorCard:
         return GeneratorCard.model_validate(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, ValueError) as error:
         raise ValueError(f"{path} is not a valid generator card: {error}") from None
+
+
+CardStamp = tuple[int, int, int, int]  # card.json's (device, inode, mtime in ns, size)
+
+
+def card_stamp(directory: str | os.PathLike) -> CardStamp | None:
+    """The identity of an artifact folder's card.json, or None when there is none.
+
+    Artifacts are published whole by renaming a new folder into place, and cards are rewritten
+    by renaming a new file over the old (contract.files): either way a new card.json file appears
+    while the old one still exists, so its inode differs. Equal stamps mean the same artifact.
+    """
+    try:
+        info = os.stat(Path(directory) / CARD_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def artifact_stamps(root: str | os.PathLike) -> dict[str, CardStamp]:
+    """Generator name -> card stamp for every `<root>/<name>/card.json` (folders being written,
+    whose names start with a dot, are skipped): one directory listing and one stat per artifact."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(root) if not entry.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    stamps = {name: card_stamp(Path(root) / name) for name in names}
+    return {name: stamp for name, stamp in stamps.items() if stamp is not None}

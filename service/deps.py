@@ -7,7 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
 from service.auth import OPEN_ACCESS, Caller, authenticate
-from service.catalog import Catalog, cached_catalog
+from service.catalog import Catalog, catalog_folder
 from service.problems import ProblemError
 from service.queue import generation_queue
 from service.settings import Settings, get_settings
@@ -15,8 +15,9 @@ from service.settings import Settings, get_settings
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-# The dependencies below do no blocking I/O (the catalog is read once, then cached), so they are
-# `async def`: FastAPI would run plain functions in its thread pool, one thread hop each.
+# The dependencies below do no blocking I/O beyond a stat per artifact (the catalog re-reads only
+# cards that changed), so they are `async def`: FastAPI would run plain functions in its thread
+# pool, one thread hop each.
 
 
 async def _queue(settings: SettingsDep) -> Queue:
@@ -24,7 +25,7 @@ async def _queue(settings: SettingsDep) -> Queue:
 
 
 async def _catalog(settings: SettingsDep) -> Catalog:
-    return cached_catalog(settings.generators_dir)
+    return catalog_folder(settings.generators_dir).current()
 
 
 QueueDep = Annotated[Queue, Depends(_queue)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from contract.card import CardStamp, card_stamp
 from models.generator import ArtifactError, Generator, discover_generators
 from service.settings import Settings, get_settings
 from service.storage import ResultStore, ResultStoreError, result_store
@@ -26,6 +27,13 @@ class JobStopped(Exception):
 class Runtime:
     """Generators loaded once, where results go, and how a running job is stopped.
 
+    With `generators_dir` set, the generators follow that folder while the worker runs: each job
+    first stats its generator's card (contract.card.card_stamp) and loads the artifact anew when
+    it is new or was replaced (Generator.load reads one published version whole). A job uses the
+    generator it got at its start throughout, so it never mixes two versions. A generator whose
+    folder was removed keeps being served to the jobs already queued for it (the API no longer
+    offers it).
+
     rq delivers a stop request on its pub/sub thread (`request_stop`). The job runs on the main
     thread: inside `interruptible()` (while the generator computes) the request is a signal whose
     handler raises JobStopped there at once, the way rq's own timeouts interrupt a job; outside
@@ -36,16 +44,48 @@ class Runtime:
     broken: dict[str, str]  # generator name -> why its artifact could not be loaded
     store: ResultStore  # where job results go
     result_ttl: int  # seconds a stored result stays downloadable
+    generators_dir: Path | None = None  # followed for new and replaced artifacts; None: a fixed set
+    device: str | None = None  # where generators are loaded (None: CUDA when present)
+    stamps: dict[str, CardStamp] = field(default_factory=dict)  # the version each name was loaded from
     stop_requested: threading.Event = field(default_factory=threading.Event)
     in_interruptible: bool = False
 
     def generator(self, name: str) -> Generator:
+        """The generator `name`, as its artifact folder is now."""
+        if self.generators_dir is not None and not name.startswith(".") and "/" not in name:
+            self.follow(name)
         if name in self.generators:
             return self.generators[name]
         if name in self.broken:
             raise ArtifactError(f"generator {name!r} could not be loaded: {self.broken[name]}")
         available = ", ".join(sorted(self.generators)) or "none"
         raise ValueError(f"this worker has no generator {name!r}; it has: {available}")
+
+    def follow(self, name: str) -> None:
+        """(Re)load `name` if its artifact is new or was replaced since it was loaded."""
+        directory = self.generators_dir / name
+        stamp = card_stamp(directory)
+        if stamp is not None and stamp != self.stamps.get(name):
+            log.info("loading generator %s from %s (new or replaced)", name, directory)
+            self.load(name, directory, stamp)
+
+    def load(self, name: str, directory: Path, stamp: CardStamp | None) -> None:
+        """Load and warm up one generator; an unusable artifact is remembered as broken, not raised.
+        `stamp` is the version seen before loading (kept for a broken one, so it is not retried)."""
+        try:
+            generator = Generator.load(directory, device=self.device)
+            generator.generate(1, seed=0, screen=False)  # warm-up: one-off setup costs
+        except Exception as error:  # one bad artifact must not stop the worker serving the others
+            self.generators.pop(name, None)
+            self.broken[name] = _unusable(directory, error)
+            if stamp is not None:
+                self.stamps[name] = stamp
+            log.error("skipping generator %s: %s", name, self.broken[name])
+            return
+        self.generators[name] = generator
+        self.broken.pop(name, None)
+        if generator.stamp is not None:
+            self.stamps[name] = generator.stamp
 
     def check_stop(self) -> None:
         """Raise JobStopped if a stop was requested for the running job."""
@@ -86,28 +126,23 @@ def _unusable(directory: Path, error: Exception) -> str:
 
 def load_runtime(settings: Settings) -> Runtime:
     """Load (and warm up) every generator under `settings.generators_dir` onto `settings.device`
-    (CUDA when present). An unusable artifact, or a result store that cannot take results now,
-    is logged (and the artifact remembered as broken), never fatal: the worker serves the rest."""
-    generators, broken = {}, {}
-    for name, directory in discover_generators(settings.generators_dir).items():
-        try:
-            generators[name] = Generator.load(directory, device=settings.device)
-            generators[name].generate(1, seed=0, screen=False)  # warm-up: one-off setup costs
-        except Exception as error:  # one bad artifact must not stop the worker serving the others
-            generators.pop(name, None)
-            broken[name] = _unusable(directory, error)
-            log.error("skipping generator %s: %s", name, broken[name])
-    if not generators:
-        log.warning("no usable generator under %s: every job will fail", settings.generators_dir)
-    else:
-        device = next(iter(generators.values())).device
-        log.info("loaded generators %s on %s", ", ".join(sorted(generators)), device)
+    (CUDA when present), and follow that folder from then on (Runtime). An unusable artifact, or a
+    result store that cannot take results now, is logged (and the artifact remembered as broken),
+    never fatal: the worker serves the rest."""
     store = result_store(settings)
+    runtime = Runtime({}, {}, store, settings.result_ttl, settings.generators_dir, settings.device)
+    for name, directory in discover_generators(settings.generators_dir).items():
+        runtime.load(name, directory, card_stamp(directory))
+    if not runtime.generators:
+        log.warning("no usable generator under %s: jobs fail until one is installed", settings.generators_dir)
+    else:
+        device = next(iter(runtime.generators.values())).device
+        log.info("loaded generators %s on %s", ", ".join(sorted(runtime.generators)), device)
     try:
         store.check()
     except ResultStoreError as error:
         log.error("%s; until this is fixed, every job will fail as it stores its result", error)
-    return Runtime(generators, broken, store, settings.result_ttl)
+    return runtime
 
 
 _runtime: Runtime | None = None

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from contract.card import GeneratorCard
+from contract.card import CardStamp, GeneratorCard, card_stamp
 from contract.result_file import ResultMetadata
 from models.architectures import Architecture, get_architecture
 from models.flow import WeightEncoder, load_velocity
@@ -26,6 +26,8 @@ from models.generator.result import GeneratedEnsemble
 from models.generator.sampling import CandidateSampler, Progress
 from models.generator.screening import Screening
 from models.weightspace import check_state_dict
+
+LOAD_ATTEMPTS = 5  # loads that overlap a replacement of the folder before giving up
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Generator:
     sampler: CandidateSampler  # codes -> flat candidate weights
     decoder: NetworkDecoder  # flat weights -> finished networks
     screening: Screening | None  # which candidates are kept
+    stamp: CardStamp | None = None  # the version of the folder it was loaded from (contract.card)
 
     @property
     def name(self) -> str:
@@ -49,8 +52,32 @@ class Generator:
 
     @classmethod
     def load(cls, directory: Path, device: str | None = None) -> "Generator":
-        """Load and verify an artifact folder; CUDA when present unless `device` says otherwise."""
+        """Load and verify an artifact folder; CUDA when present unless `device` says otherwise.
+
+        The generator comes from one published version of the folder: its card's stamp is taken
+        before and after reading the files, and a load that overlapped a replacement (the stamps
+        differ) is repeated, so a new card never meets an old flow. `stamp` records that version.
+        """
         directory = Path(directory)
+        for _ in range(LOAD_ATTEMPTS):
+            before = card_stamp(directory)
+            try:
+                generator = cls.read(directory, device)
+            except ArtifactError:
+                if card_stamp(directory) == before:
+                    raise
+                continue
+            if card_stamp(directory) == before:
+                generator.stamp = before
+                return generator
+        raise ArtifactError(
+            f"generator artifact {directory} was replaced while it was being loaded, {LOAD_ATTEMPTS} times "
+            "running; load it again once it is no longer being rewritten"
+        )
+
+    @classmethod
+    def read(cls, directory: Path, device: str | None = None) -> "Generator":
+        """Read the artifact's files as they are now (see `load`, which makes them one version)."""
         card = read_card(directory)
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:

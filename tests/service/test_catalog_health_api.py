@@ -3,13 +3,17 @@
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from rq import Queue, Worker
 
+from contract.files import replace_directory
+from service.catalog import CatalogFolder
 from service.main import create_app
 from service.queue import SERIALIZER
 from service.settings import Settings, get_settings
+from tests.service.conftest import api_card
 
 
 def test_architectures_lists_the_installed_generators_with_their_cards(api: TestClient) -> None:
@@ -110,3 +114,25 @@ def test_the_api_and_the_http_client_never_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_catalog_follows_the_generators_folder_without_a_restart(tmp_path: Path) -> None:
+    def publish(name: str, card_name: str) -> None:
+        replace_directory(
+            tmp_path / name, lambda d: (d / "card.json").write_text(api_card(card_name, 7).to_json())
+        )
+
+    folder = CatalogFolder(tmp_path)
+    assert folder.current().names == []
+    publish("first", "first")
+    catalog = folder.current()
+    assert catalog.names == ["first"] and folder.current() is catalog  # unchanged: nothing re-read
+    publish("second", "second")
+    publish(".being-written", "nope")
+    assert folder.current().names == ["first", "second"]
+    publish("first", "replaced")  # a new artifact swapped into the same folder name
+    assert folder.current().cards["first"].architecture.name == "replaced"
+    (tmp_path / "second" / "card.json").write_text("{not json")  # unreadable: not offered
+    assert folder.current().names == ["first"]
+    (tmp_path / "first" / "card.json").unlink()
+    assert folder.current().names == []
