@@ -6,6 +6,7 @@ saying so.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from contract.files import replace_directory
 from deepweightflow.client import Client
 from deepweightflow.ensemble import load_ensemble, load_stacked
 from deepweightflow.errors import InvalidRequest, JobFailed, JobNotFound
@@ -36,9 +38,14 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served folder: generators/ (the served artifacts), results/, var/ and serve.log."""
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[str]:
     """`dwf serve` on a free port with only mlp-digits installed; yields its base URL."""
-    root = tmp_path_factory.mktemp("e2e")
     (root / "generators").mkdir()
     (root / "generators" / "mlp-digits").symlink_to(ARTIFACT, target_is_directory=True)
     port = free_port()
@@ -198,3 +205,35 @@ def test_the_readme_python_example_runs_as_written(server: str, tmp_path: Path) 
     assert "(x / 16 - 0.305065) / 0.375984" in usage and "uint8" not in usage
     accuracy = float(accuracy_line.rsplit(" ", 1)[1].rstrip("%"))
     assert accuracy > 96, done.stdout  # x / 16 alone, or raw values, stay below 95 (issue 11)
+
+
+def test_a_new_and_a_replaced_generator_are_served_without_a_restart(client: Client, root: Path) -> None:
+    """Publish an artifact into the running service's generators folder (atomically, as builds do):
+    /architectures offers it and a job for it succeeds; replace it, and the next job uses the new one."""
+    tabular = REPO / "generators" / "mlp-breast-cancer"
+    if not (tabular / "card.json").is_file():
+        pytest.skip(f"generator artifact {tabular} is absent")
+
+    def publish(source: Path) -> None:
+        def fill(staging: Path) -> None:
+            for path in source.iterdir():
+                shutil.copyfile(path, staging / path.name)
+
+        replace_directory(root / "generators" / "hot", fill)
+
+    def served() -> dict[str, str]:
+        return {entry["name"]: entry["architecture"]["name"] for entry in client.architectures()}
+
+    assert "hot" not in served()
+    publish(ARTIFACT)
+    assert served() == {"mlp-digits": "mlp-digits", "hot": "mlp-digits"}
+    job = client.generate("hot", 2, seed=5)
+    job.wait(timeout=120)
+    assert job.status == "finished" and job.result["metadata"]["architecture"] == "mlp-digits"
+
+    publish(tabular)
+    assert served()["hot"] == "mlp-breast-cancer"
+    job = client.generate("hot", 2, seed=5)
+    job.wait(timeout=120)
+    assert job.result["metadata"]["architecture"] == "mlp-breast-cancer"
+    assert json.loads(job.result["metadata"]["input_contract"])["shape"] == [30]
