@@ -234,6 +234,12 @@ def import_(
                 "(no --input-scale/--input-mean/--input-std given: the dataset's own preprocessing)"
             )
         print_accuracy_table(manifest)
+        test_acc = sum(m["test_acc"] for m in manifest.members) / manifest.size
+        if test_acc < 1.5 / len(contract.classes):
+            console.print(
+                f"[yellow]the members score {100 * test_acc:.1f}% on the test split, near chance: check the "
+                "declared input preprocessing (--input-scale/--input-mean/--input-std) and the key map"
+            )
         if saw_validation:
             console.print("[yellow]the members saw the validation split: validation figures are not held out")
 

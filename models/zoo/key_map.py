@@ -93,7 +93,7 @@ def explain(source: Mapping[str, Shape], target: Mapping[str, Shape], architectu
         if have[shape] == 0:
             return (
                 f"{architecture} expects {key} of shape {describe(shape)} and the checkpoint has no "
-                "(further) tensor of that shape: is this the right architecture?"
+                "(further) tensor of that shape (is this the right architecture?)"
             )
         have[shape] -= 1
     if len(source) != len(target):

@@ -188,3 +188,45 @@ def test_import_canonicalize_build_generate_end_to_end(foreign, tmp_path: Path) 
     raw, labels = real_raw_inputs()
     accuracy = (ensemble.predict(raw).argmax(2) == labels).float().mean(1)  # (8,) fed raw / 16
     assert accuracy.mean() > 0.7, f"generated networks fed x / 16: {accuracy.tolist()}"
+
+
+def test_tabular_members_with_per_feature_statistics_from_files(tmp_path: Path) -> None:
+    """Members standardizing each of the 30 features with their own statistics, declared as files."""
+    from sklearn.datasets import load_breast_cancer
+
+    table = load_breast_cancer()
+    rows, labels = torch.tensor(table.data, dtype=torch.float32), torch.tensor(table.target)
+    mean, std = rows.mean(0), rows.std(0)
+    (tmp_path / "mean.json").write_text(json.dumps(mean.tolist()))
+    (tmp_path / "std.txt").write_text("\n".join(str(v) for v in std.tolist()))
+    folder = tmp_path / "members"
+    folder.mkdir()
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(40):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net((rows - mean) / std), labels).backward()
+            optimizer.step()
+        save_file(net.state_dict(), str(folder / f"net-{seed}.safetensors"))
+        members.append(net.eval())
+
+    args = ["zoo", "import", "mlp-breast-cancer", str(folder), "--out", str(tmp_path / "zoo")]
+    args += ["--input-mean", str(tmp_path / "mean.json"), "--input-std", str(tmp_path / "std.txt")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    zoo = load_zoo(tmp_path / "zoo")
+    contract = zoo.manifest.declared_input()
+    assert contract.preprocessing.mean == pytest.approx(mean.tolist())
+    dataset = load_dataset("breast-cancer")
+    raw = raw_inputs(dataset, dataset.test.images)
+    module = zoo.architecture.build().eval()
+    for k, source in enumerate(members):
+        module.load_state_dict({key: value[k] for key, value in zoo.stacked.items()})
+        with torch.no_grad():
+            expected = source((raw - mean) / std)
+            torch.testing.assert_close(module(Preprocess(contract)(raw)), expected, rtol=0, atol=1e-5)
+        accuracy = (expected.argmax(1) == dataset.test.labels).float().mean().item()
+        assert zoo.manifest.members[k]["test_acc"] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.85
