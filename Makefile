@@ -51,6 +51,8 @@ bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON and markdown unde
 	$(PY) -m bench.batched_eval
 	$(PY) -m bench.zoo_training
 	$(PY) -m bench.generation
+	$(PY) -m bench.family_generation  # every shipped family, shipped setting
+	$(PY) -m bench.screening_speed  # needs build/zoos/mlp-fashion (make zoos)
 	$(PY) -m bench.submit_throughput
 	$(PY) -m bench.service_latency
 	$(PY) -m bench.service_load  # 2,000 small jobs through dwf serve: ~12 min on 2 cores, worker-bound

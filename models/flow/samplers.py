@@ -23,7 +23,9 @@ from torch import nn
 
 from models.weightspace import eval_mode
 
-VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (N, d), t (N,)) -> (N, d)
+# (x (N, d), t (1,): one time for every row) -> (N, d); the velocity network broadcasts t, so its
+# time embedding is computed once per call, not once per row
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]  # (codes done, codes total)
 BLOCK_ROWS = 64  # rows per network call in generate_codes
 ODE_STREAM = 0  # noise_rows stream of the ODE's starting points (models.generator uses others)
@@ -74,8 +76,8 @@ METHODS: dict[str, Callable[[VelocityFn, torch.Tensor, float, float], torch.Tens
 
 
 def _times(x: torch.Tensor, t: float) -> torch.Tensor:
-    """The scalar time t as a (N,) tensor matching x's dtype and device."""
-    return torch.full((len(x),), t, dtype=x.dtype, device=x.device)
+    """The scalar time t as a (1,) tensor matching x's dtype and device (broadcast over the rows)."""
+    return torch.full((1,), t, dtype=x.dtype, device=x.device)
 
 
 def sample(velocity_fn: VelocityFn, x0: torch.Tensor, method: str = "rk4", steps: int = 20) -> torch.Tensor:
@@ -93,12 +95,11 @@ def sample(velocity_fn: VelocityFn, x0: torch.Tensor, method: str = "rk4", steps
 
 
 def fixed_block_velocity(model: nn.Module) -> VelocityFn:
-    """v(x, t) calling `model` on consecutive slices of exactly BLOCK_ROWS rows (len(x) % BLOCK_ROWS == 0)."""
+    """v(x, t) calling `model` on consecutive slices of exactly BLOCK_ROWS rows (len(x) % BLOCK_ROWS == 0),
+    each with the one time t (1,)."""
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [model(x[s : s + BLOCK_ROWS], t[s : s + BLOCK_ROWS]) for s in range(0, len(x), BLOCK_ROWS)]
-        )
+        return torch.cat([model(x[s : s + BLOCK_ROWS], t) for s in range(0, len(x), BLOCK_ROWS)])
 
     return velocity
 

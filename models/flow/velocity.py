@@ -1,6 +1,6 @@
 """Velocity network v(x, t) of the flow, and its safetensors file.
 
-    x (B, d), t (B,) in [0, 1]
+    x (B, d), t (B,) or (1,) in [0, 1] (one time for every row: the time features are computed once)
       -> in_proj(x) + time_mlp(sinusoids(t))                    (B, h)
       -> depth x residual block: h + up(drop(gelu(down(norm(h + time)))))
          with down: h -> h/2, up: h/2 -> h
@@ -71,7 +71,7 @@ class ResidualBlock(nn.Module):
 
 
 class VelocityMLP(nn.Module):
-    """v(x (B, d), t (B,)) -> (B, d); see the module docstring for the layout."""
+    """v(x (B, d), t (B,) or (1,)) -> (B, d); see the module docstring for the layout."""
 
     def __init__(self, config: VelocityConfig):
         super().__init__()
@@ -88,7 +88,7 @@ class VelocityMLP(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        time = self.time_mlp(self.time_embed(t))  # (B, h)
+        time = self.time_mlp(self.time_embed(t))  # (B, h) or (1, h), broadcast over the rows
         h = self.in_proj(x) + time
         for block in self.blocks:
             h = block(h, time)

@@ -36,6 +36,15 @@ def test_velocity_starts_at_zero_and_has_the_right_shapes() -> None:
     assert len(model.blocks) == 3 and model.blocks[0].down.out_features == 16
 
 
+def test_one_time_for_every_row_equals_the_time_repeated_per_row() -> None:
+    torch.manual_seed(0)
+    model = VelocityMLP(VelocityConfig(dim=5, hidden=32, depth=2)).eval()
+    torch.nn.init.normal_(model.out.weight)  # a non-zero velocity
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, torch.full((1,), 0.3)), model(x, torch.full((7,), 0.3)))
+
+
 def test_velocity_save_load_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = VelocityMLP(VelocityConfig(dim=5, hidden=32))
