@@ -119,6 +119,9 @@ def content_hash(manifest: ZooManifest) -> str:
     data = manifest.to_dict()
     for key in ("content_hash", "build_wall_time_s"):
         data.pop(key)
+    for key in ("imported", "input"):  # added later: absent from the hash unless set, so older zoos verify
+        if data[key] is None:
+            data.pop(key)
     for chunk in data["chunks"]:
         chunk.pop("wall_time_s")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,5 +1,6 @@
 """Zoo format: build, load, resume after a crash, and refuse corrupted or inconsistent zoos."""
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -136,3 +137,16 @@ def test_missing_zoo_and_foreign_directory_are_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("not a zoo")
     with pytest.raises(ZooError, match="is not empty and holds no zoo"):
         build(tmp_path)
+
+
+def test_a_manifest_from_before_the_import_fields_still_verifies(zoo_copy):
+    """Zoos written before `imported` and `input` existed hash without those keys."""
+    path = zoo_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    for key in ("imported", "input"):
+        data.pop(key)
+    hashed = {k: v for k, v in data.items() if k not in ("content_hash", "build_wall_time_s")}
+    hashed["chunks"] = [{k: v for k, v in c.items() if k != "wall_time_s"} for c in data["chunks"]]
+    data["content_hash"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+    path.write_text(json.dumps(data))
+    assert load_zoo(zoo_copy).manifest.content_hash == data["content_hash"]
