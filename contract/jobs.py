@@ -24,7 +24,7 @@ class JobRequest(BaseModel):
     seed: int
     sampler: str
     steps: int
-    validate: bool = False  # measure each network on the artifact's validation batch (one more forward pass)
+    validation: bool = False  # measure each network on the artifact's validation batch (a forward pass more)
 
 
 class JobSummary(BaseModel):

@@ -105,7 +105,7 @@ class Client:
         body: dict[str, Any] = {"architecture": architecture, "count": count}
         body |= {k: v for k, v in (("seed", seed), ("sampler", sampler), ("steps", steps)) if v is not None}
         if validate:  # per-network validation accuracy in the result (one more forward pass each)
-            body["validate"] = True
+            body["validation"] = True
         if idempotency_key is None:
             return Job(self, self._send("POST", "/generate", json=body).json())
         headers = {"Idempotency-Key": idempotency_key}

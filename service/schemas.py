@@ -24,7 +24,7 @@ class GenerateRequest(BaseModel):
     )
     sampler: Sampler | None = Field(default=None, description="ODE method; the generator card's by default")
     steps: whole_number(ge=1) | None = Field(default=None, description="ODE steps; the card's by default")
-    validate: StrictBool = Field(
+    validation: StrictBool = Field(
         default=False,
         description="also measure every network on the generator's validation batch (result val_accuracy); "
         "costs one more forward pass per network",
@@ -42,7 +42,7 @@ class JobResult(BaseModel):
     val_accuracy: list[float] | None = Field(
         default=None,
         description="per-network accuracy on the generator's held-out validation batch; "
-        "null unless the job was submitted with validate: true",
+        "null unless the job was submitted with validation: true",
     )
     metadata: dict[str, str] = Field(
         default_factory=dict, description="the result file's __metadata__ (less val_accuracy)"

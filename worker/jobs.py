@@ -36,7 +36,7 @@ def generate_ensemble(request: dict[str, Any]) -> dict[str, Any]:
             sampler=task.sampler,
             steps=task.steps,
             progress=report,
-            evaluate=task.validate,
+            evaluate=task.validation,
         )
     runtime.check_stop()
     stamped = GeneratedEnsemble(ensemble.state, ensemble.metadata.model_copy(update={"job_id": job.id}))

@@ -98,7 +98,7 @@ def _resolve(body: GenerateRequest, catalog: Catalog, settings: Settings) -> Job
         seed=body.seed if body.seed is not None else secrets.randbelow(SEED_MAX + 1),
         sampler=body.sampler or card.sampler.method,
         steps=body.steps or card.sampler.steps,
-        validate=body.validate,
+        validation=body.validation,
     )
 
 

@@ -28,7 +28,7 @@ def test_accepts_and_enqueues_the_resolved_request(api: TestClient, queue: Queue
         "seed": 7,
         "sampler": "rk4",
         "steps": 20,
-        "validate": False,
+        "validation": False,
     }
     assert body["progress"] == {"done": 0, "total": None}
     assert body["result"] is None and body["result_url"] is None and body["enqueued_at"]
@@ -55,8 +55,8 @@ def test_explicit_sampler_and_steps_override_the_card(api: TestClient) -> None:
 
 
 def test_validation_accuracy_is_measured_only_when_asked(api: TestClient) -> None:
-    body = {"architecture": "mlp-digits", "count": 2, "validate": True}
-    assert api.post("/generate", json=body).json()["request"]["validate"] is True
+    body = {"architecture": "mlp-digits", "count": 2, "validation": True}
+    assert api.post("/generate", json=body).json()["request"]["validation"] is True
 
 
 def _problem(response, status: int) -> dict:
@@ -91,8 +91,8 @@ def test_unknown_architecture_is_422_listing_the_valid_ones(api: TestClient, que
         ("sampler", "leapfrog"),
         ("steps", 0),
         ("steps", 201),  # max_steps is 200
-        ("validate", "yes"),
-        ("validate", 1),  # a JSON boolean, not a number
+        ("validation", "yes"),
+        ("validation", 1),  # a JSON boolean, not a number
     ],
 )
 def test_bad_field_is_422_naming_it(api: TestClient, queue: Queue, field: str, value: object) -> None:
@@ -187,7 +187,7 @@ def test_whole_number_floats_are_integers(api: TestClient) -> None:
         "seed": 7,
         "sampler": None,
         "steps": 3,
-        "validate": False,
+        "validation": False,
     }
 
 

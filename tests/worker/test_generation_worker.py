@@ -64,7 +64,7 @@ def _enqueue(
     queue: Queue, settings: Settings, count: int = 4, architecture: str = "stub", validate: bool = True
 ) -> Job:
     request = JobRequest(
-        architecture=architecture, count=count, seed=3, sampler="euler", steps=5, validate=validate
+        architecture=architecture, count=count, seed=3, sampler="euler", steps=5, validation=validate
     )
     return enqueue_generation(queue, request, settings, owner="anonymous", job_id=new_job_id())
 
