@@ -60,6 +60,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[":".join(map(str, v)) for v in VARIANTS],
+        help="images:first-stage-images:rk4-steps, the first one the baseline of the speedups",
+    )
     args = parser.parse_args()
 
     shipped = Generator.load(REPO_ROOT / "generators" / args.architecture, device="cpu")
@@ -73,7 +79,7 @@ def main() -> None:
     zoo_min = accuracy_stats(zoo_accuracy)["min"]
 
     rows = []
-    for images, early, steps in VARIANTS:
+    for images, early, steps in (map(int, v.split(":")) for v in args.variants):
         screening = ScreeningRecipe(
             images=images,
             quantile=recipe.screening.quantile,

@@ -71,17 +71,19 @@ class CandidateSampler:
         return self.decode(codes, seed, start, residual)
 
     def stream(self, seed: int, method: str, steps: int) -> Candidates:
-        """candidates(start, n) for screening: the ODE runs on whole BLOCK_ROWS-aligned blocks of
-        the stream (the last one kept), decoding takes the rows asked for."""
+        """candidates(start, n) for screening: the ODE and the decoding run on whole BLOCK_ROWS-aligned
+        blocks of the stream (the last one kept; one pass over the components per block), and
+        candidates take the rows asked for (n <= BLOCK_ROWS, within one block)."""
         cached: dict[int, torch.Tensor] = {}
 
         def candidates(start: int, n: int) -> torch.Tensor:
             block = start - start % BLOCK_ROWS
             if block not in cached:
                 cached.clear()
-                cached[block] = generate_codes(
+                codes = generate_codes(
                     self.flow, BLOCK_ROWS, self.encoder.code_dim, seed, method, steps, start=block
                 )
-            return self.decode(cached[block][start - block : start - block + n], seed, start)
+                cached[block] = self.decode(codes, seed, block)
+            return cached[block][start - block : start - block + n]
 
         return candidates

@@ -239,11 +239,12 @@ def train_accuracy(generator: Generator, state: dict[str, torch.Tensor]) -> torc
 
 
 def candidate_scores(generator: Generator, count: int, seed: int) -> tuple[dict, torch.Tensor]:
-    """The first `count` candidates of the seed's stream, as screening computes them (the ODE on
-    whole 64-row blocks, decoding 8 rows at a time), finished, and their screening accuracy."""
+    """The first `count` candidates of the seed's stream, as screening computes them (the ODE and
+    the decoding on whole 64-row blocks), finished, and their screening accuracy."""
     steps, dim = generator.card.sampler.steps, generator.sampler.encoder.code_dim
-    codes = generate_codes(generator.sampler.flow, -(-count // 64) * 64, dim, seed, "rk4", steps)[:count]
-    flat = torch.cat([generator.sampler.decode(codes[s : s + 8], seed, start=s) for s in range(0, count, 8)])
+    codes = generate_codes(generator.sampler.flow, -(-count // 64) * 64, dim, seed, "rk4", steps)
+    blocks = [generator.sampler.decode(codes[s : s + 64], seed, start=s) for s in range(0, len(codes), 64)]
+    flat = torch.cat(blocks)[:count]
     state = generator.decoder.networks(flat)
     return state, train_accuracy(generator, state)
 
