@@ -15,6 +15,11 @@ encode = per-tensor standardization -> optional PCA -> coordinate scaling.
   randomized one would not be cheaper ((2q + 2)*l >= m); otherwise the seeded
   randomized one. Signs are fixed so that each component's largest-magnitude
   entry is positive, which makes the components reproducible.
+  `svd="gram"` (never chosen by "auto") takes the Gram-matrix route of
+  `models.flow.gram` instead: for K << D it streams over column blocks and holds
+  only the input and the components, where the SVDs above also hold a
+  standardized copy of the matrix and their workspace (several (K, D) or (l, D)
+  matrices: the memory limit of a ResNet-18-sized zoo, see bench/scale_run.py).
 - **Coordinate scaling** (`whiten`), PCA only:
   `"global"` (default) divides all coordinates by one number, the root mean of
   the component variances, so the codes have the same average scale as the flow's
@@ -43,6 +48,8 @@ from safetensors.torch import load_file, save_file
 
 from models.weightspace import WeightLayout
 
+from .gram import gram_pca
+
 EXACT_SVD_FLOPS = 2e10
 ZERO_STD = 1e-8  # a per-tensor std below this is treated as zero (replaced by 1)
 ZERO_COMPONENT_STD = 1e-6  # relative to the top component: directions without data keep scale 1
@@ -54,7 +61,7 @@ FORMAT = "deepweightflow.encoder/1"
 class EncoderConfig:
     n_components: int | None = None  # PCA dimension d; None keeps all D standardized coordinates
     whiten: Literal["global", "component", "none"] = "global"  # PCA coordinate scaling, see module doc
-    svd: Literal["auto", "exact", "randomized"] = "auto"  # "auto" applies the size rule
+    svd: Literal["auto", "exact", "randomized", "gram"] = "auto"  # "auto" applies the size rule
     components_dtype: Literal["float32", "float16"] = "float32"  # storage dtype of the PCA components
     oversamples: int = 10  # randomized SVD: extra random directions beyond n_components
     power_iterations: int = 4  # randomized SVD: subspace iterations (sharpen the spectrum)
@@ -65,8 +72,8 @@ class EncoderConfig:
             raise ValueError(f"n_components must be positive or None, got {self.n_components}")
         if self.whiten not in ("global", "component", "none"):
             raise ValueError(f"whiten must be 'global', 'component' or 'none', got {self.whiten!r}")
-        if self.svd not in ("auto", "exact", "randomized"):
-            raise ValueError(f"svd must be 'auto', 'exact' or 'randomized', got {self.svd!r}")
+        if self.svd not in ("auto", "exact", "randomized", "gram"):
+            raise ValueError(f"svd must be 'auto', 'exact', 'randomized' or 'gram', got {self.svd!r}")
         if self.components_dtype not in ("float32", "float16"):
             raise ValueError(
                 f"components_dtype must be 'float32' or 'float16', got {self.components_dtype!r}"
@@ -150,17 +157,26 @@ class WeightEncoder:
             "tensor_std": torch.where(std > ZERO_STD, std, torch.ones_like(std)),
         }
         if config.n_components is not None:
-            tensors |= cls._fit_pca(cls(config, tensors).standardize(weights), config)
+            tensors |= cls._fit_pca(weights, cls(config, tensors), config)
         return cls(config, tensors)
 
     @staticmethod
-    def _fit_pca(standardized: torch.Tensor, config: EncoderConfig) -> dict[str, torch.Tensor]:
-        """PCA tensors from the standardized training matrix (K, D)."""
-        rows, cols = standardized.shape
+    def _fit_pca(
+        weights: torch.Tensor, standardizer: "WeightEncoder", config: EncoderConfig
+    ) -> dict[str, torch.Tensor]:
+        """PCA tensors from the training matrix (K, D) and an encoder that only standardizes."""
+        rows, cols = weights.shape
         if config.n_components > min(rows, cols):
             raise ValueError(f"n_components={config.n_components} exceeds min(K, D) = {min(rows, cols)}")
-        pca_mean = standardized.mean(dim=0)
-        values, components = top_right_singular(standardized - pca_mean, config.n_components, config)
+        dtype = getattr(torch, config.components_dtype)
+        if config.svd == "gram":
+            mean, std = standardizer._expanded("tensor_mean"), standardizer._expanded("tensor_std")
+            pca_mean, values, components = gram_pca(weights, mean, std, config.n_components, dtype)
+        else:
+            standardized = standardizer.standardize(weights)
+            pca_mean = standardized.mean(dim=0)
+            values, components = top_right_singular(standardized.sub_(pca_mean), config.n_components, config)
+            components = fix_signs(components).to(dtype)
         component_std = values / max(rows - 1, 1) ** 0.5  # (d,)
         if config.whiten == "component":
             floor = ZERO_COMPONENT_STD * component_std.max()
@@ -173,7 +189,7 @@ class WeightEncoder:
             scale = torch.ones_like(values)
         return {
             "pca_mean": pca_mean,
-            "components": fix_signs(components).to(getattr(torch, config.components_dtype)),
+            "components": components,
             "coordinate_scale": scale,
         }
 
@@ -201,7 +217,7 @@ class WeightEncoder:
         if "components" not in self.tensors:
             return x
         components = self.tensors["components"].float()  # (d, D)
-        return (x - self.tensors["pca_mean"]) @ components.T / self.tensors["coordinate_scale"]
+        return x.sub_(self.tensors["pca_mean"]) @ components.T / self.tensors["coordinate_scale"]
 
     def _decoding_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """decode as one affine map, codes @ matrix (d, D) + bias (D,): the coordinate scale, the
@@ -210,7 +226,8 @@ class WeightEncoder:
         if "components" not in self.tensors:
             return None
         std = self._expanded("tensor_std")
-        matrix = self.tensors["coordinate_scale"][:, None] * self.tensors["components"].float() * std
+        matrix = self.tensors["components"].to(torch.float32, copy=True)  # folded in place: one (d, D) copy
+        matrix.mul_(self.tensors["coordinate_scale"][:, None]).mul_(std)
         return matrix, self.tensors["pca_mean"] * std + self._expanded("tensor_mean")
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

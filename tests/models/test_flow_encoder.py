@@ -1,5 +1,6 @@
 """WeightEncoder: per-tensor standardization, PCA, scaling, round trips and the safetensors file."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from models.flow.encoder import (
     WeightEncoder,
     use_exact_svd,
 )
+from models.flow.gram import gram_pca
 from models.weightspace import WeightLayout
 
 SIZES = [30, 6, 60, 4]  # four "tensors", D = 100
@@ -63,7 +65,7 @@ def test_constant_tensor_gets_unit_std() -> None:
     torch.testing.assert_close(encoder.decode(encoder.encode(weights)), weights, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("svd", ["exact", "randomized"])
+@pytest.mark.parametrize("svd", ["exact", "randomized", "gram"])
 @pytest.mark.parametrize("whiten", ["global", "component", "none"])
 def test_pca_at_the_data_rank_reconstructs_training_rows(svd: str, whiten: str) -> None:
     weights = low_rank_weights()
@@ -94,6 +96,35 @@ def test_exact_and_randomized_pca_agree_and_are_seeded() -> None:
     )
     again = WeightEncoder.fit(weights, SIZES, EncoderConfig(n_components=5, svd="randomized"))
     assert torch.equal(again.tensors["components"], randomized.tensors["components"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gram_pca_matches_the_exact_pca_block_by_block(dtype: str) -> None:
+    weights = low_rank_weights() + 1e-3 * torch.randn(40, 100, generator=torch.Generator().manual_seed(1))
+    config = EncoderConfig(n_components=12, components_dtype=dtype)
+    exact = WeightEncoder.fit(weights, SIZES, replace(config, svd="exact"))
+    gram = WeightEncoder.fit(weights, SIZES, replace(config, svd="gram"))
+    torch.testing.assert_close(gram.tensors["pca_mean"], exact.tensors["pca_mean"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        gram.tensors["coordinate_scale"], exact.tensors["coordinate_scale"], atol=0, rtol=1e-5
+    )
+    # Same components up to rounding (signs included), hence the same reconstruction.
+    tolerance = 1e-3 if dtype == "float16" else 1e-4
+    torch.testing.assert_close(
+        gram.tensors["components"].float(), exact.tensors["components"].float(), atol=tolerance, rtol=0
+    )
+    assert relative_error(gram.decode(gram.encode(weights)), exact.decode(exact.encode(weights))) < 1e-5
+    # Streaming over 7-column blocks (uneven last block) changes nothing beyond rounding.
+    tensor_mean = exact.tensors["tensor_mean"].repeat_interleave(exact.tensors["tensor_sizes"])
+    tensor_std = exact.tensors["tensor_std"].repeat_interleave(exact.tensors["tensor_sizes"])
+    _, values, blocked = gram_pca(weights, tensor_mean, tensor_std, 12, torch.float32, block_columns=7)
+    torch.testing.assert_close(blocked, exact.tensors["components"].float(), atol=tolerance, rtol=0)
+    assert values[0] > values[-1] > 0
+
+
+def test_gram_pca_refuses_more_components_than_the_data_spans() -> None:
+    with pytest.raises(ValueError, match="fewer than n_components"):
+        WeightEncoder.fit(low_rank_weights(), SIZES, EncoderConfig(n_components=RANK + 3, svd="gram"))
 
 
 def test_size_rule_picks_exact_for_small_and_randomized_for_large_matrices() -> None:
