@@ -18,8 +18,8 @@ encode = per-tensor standardization -> optional PCA -> coordinate scaling.
   `svd="gram"` (never chosen by "auto") takes the Gram-matrix route of
   `models.flow.gram` instead: for K << D it streams over column blocks and holds
   only the input and the components, where the SVDs above also hold a
-  standardized copy of the matrix and their workspace (several (K, D) or (l, D)
-  matrices: the memory limit of a ResNet-18-sized zoo, see bench/scale_run.py).
+  standardized copy of the matrix and their workspace (bench/scale_run.py
+  measures both on ResNet-18-sized zoos).
 - **Coordinate scaling** (`whiten`), PCA only:
   `"global"` (default) divides all coordinates by one number, the root mean of
   the component variances, so the codes have the same average scale as the flow's
@@ -209,7 +209,7 @@ class WeightEncoder:
 
     def standardize(self, weights: torch.Tensor) -> torch.Tensor:
         """Weights (N, D) -> per-tensor standardized (N, D)."""
-        return (weights - self._expanded("tensor_mean")) / self._expanded("tensor_std")
+        return (weights - self._expanded("tensor_mean")).div_(self._expanded("tensor_std"))
 
     def encode(self, weights: torch.Tensor) -> torch.Tensor:
         """Flat weights (N, D) -> codes (N, d), float32."""
