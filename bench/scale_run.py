@@ -39,7 +39,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -70,9 +69,9 @@ def architecture_at(width: int) -> Architecture:
     return replace(registered, name=f"resnet18-w{width}", config=replace(registered.config, base_width=width))
 
 
-def memory_gib(field: str) -> float:
-    """A memory line of /proc/self/status (VmRSS, VmHWM, ...) in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def memory_gib(field: str, status: str = "/proc/self/status") -> float:
+    """A kB line of a /proc status file (VmRSS, VmHWM, ... or /proc/meminfo's MemTotal) in GiB."""
+    for line in Path(status).read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024 / GIB
     raise KeyError(field)
@@ -171,11 +170,11 @@ def run_stage(stage: str, width: int, members: int, iterations: int, work: Path)
 def watch(command: list[str], limit_gib: float) -> tuple[dict | None, float]:
     """Run a stage's subprocess; stop it once its RSS passes `limit_gib`. (its JSON or None, max RSS seen)."""
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    process, seen = psutil.Process(child.pid), 0.0
+    seen = 0.0
     while child.poll() is None:
         try:
-            seen = max(seen, process.memory_info().rss / GIB)
-        except psutil.NoSuchProcess:
+            seen = max(seen, memory_gib("VmRSS", f"/proc/{child.pid}/status"))
+        except (OSError, KeyError):  # exited (or a zombie) between poll and read
             break
         if seen > limit_gib:
             child.kill()
@@ -273,7 +272,7 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    total = psutil.virtual_memory().total / GIB
+    total = memory_gib("MemTotal", "/proc/meminfo")
     fits = {}
     for stage in dict.fromkeys(r["stage"] for r in rows):
         done = [r for r in rows if r["stage"] == stage and r["outcome"] == "ok"]
