@@ -39,6 +39,7 @@ encode = per-tensor standardization -> optional PCA -> coordinate scaling.
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -127,7 +128,6 @@ class WeightEncoder:
         self.config = config
         # One memory layout (contiguous), so a fitted and a loaded encoder give the same bits.
         self.tensors = {k: v.contiguous() for k, v in tensors.items()}
-        self._decoder = self._decoding_affine()
 
     @classmethod
     def fit(
@@ -219,10 +219,12 @@ class WeightEncoder:
         components = self.tensors["components"].float()  # (d, D)
         return x.sub_(self.tensors["pca_mean"]) @ components.T / self.tensors["coordinate_scale"]
 
-    def _decoding_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    @cached_property
+    def _decoder(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """decode as one affine map, codes @ matrix (d, D) + bias (D,): the coordinate scale, the
         components and the per-tensor std folded into one matrix, so decoding is a single pass
-        over the output. None without PCA."""
+        over the output. None without PCA. Built on the first decode, so that fitting and
+        encoding a zoo never hold it beside the components."""
         if "components" not in self.tensors:
             return None
         std = self._expanded("tensor_std")
