@@ -56,6 +56,7 @@ bench: $(STAMP)  ## run the benchmarks (tables on stdout, JSON and markdown unde
 	$(PY) -m bench.submit_throughput
 	$(PY) -m bench.service_latency
 	$(PY) -m bench.service_load  # 2,000 small jobs through dwf serve: ~12 min on 2 cores, worker-bound
+	$(PY) -m bench.scale_run  # 100 synthetic ResNet-18-sized networks at 1.1M, 4.4M, 11.2M parameters: ~1 h, needs ~17 GiB free RAM and ~10 GB in /tmp
 
 ZOOS := build/zoos
 DWF  := $(VENV)/bin/dwf
