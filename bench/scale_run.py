@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--memory-limit-gb", type=float, default=16.0, help="GiB of RSS a stage may reach")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/scale-run"))
+    parser.add_argument(
+        "--update", action="store_true", help="keep the rows of the results file this run does not measure"
+    )
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # child process: one stage
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,11 +270,18 @@ def main() -> None:
                     }
                 )
                 print(rows[-1], flush=True)
-                if not ok:  # the later stages need this one's files
+                if not ok and stage != "pca-exact":  # the later stages need this one's files
                     break
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    previous = RESULTS_DIR / "scale_run.json"
+    if args.update and previous.exists():
+        measured = {(r["width"], r["stage"]) for r in rows}
+        kept = [
+            r for r in json.loads(previous.read_text())["rows"] if (r["width"], r["stage"]) not in measured
+        ]
+        rows = sorted(kept + rows, key=lambda r: (r["width"], STAGES.index(r["stage"])))
     total = memory_gib("MemTotal", "/proc/meminfo")
     fits = {}
     for stage in dict.fromkeys(r["stage"] for r in rows):
