@@ -64,7 +64,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=[":".join(map(str, v)) for v in VARIANTS],
-        help="images:first-stage-images:rk4-steps, the first one the baseline of the speedups",
+        help="images:first-stage-images:rk4-steps[:quantile], the first one the baseline of the speedups",
     )
     args = parser.parse_args()
 
@@ -79,10 +79,12 @@ def main() -> None:
     zoo_min = accuracy_stats(zoo_accuracy)["min"]
 
     rows = []
-    for images, early, steps in (map(int, v.split(":")) for v in args.variants):
+    for variant in args.variants:
+        images, early, steps = map(int, variant.split(":")[:3])
+        quantile = float(variant.split(":")[3]) if variant.count(":") == 3 else recipe.screening.quantile
         screening = ScreeningRecipe(
             images=images,
-            quantile=recipe.screening.quantile,
+            quantile=quantile,
             max_candidates=recipe.screening.max_candidates,
             early_images=early,
         )
@@ -102,6 +104,7 @@ def main() -> None:
                     "images": images,
                     "first stage": early,
                     "rk4 steps": steps,
+                    "quantile": quantile,
                     "seed": seed,
                     "seconds": seconds,
                     "candidates": ensemble.metadata.screening_candidates,

@@ -98,13 +98,15 @@ GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
         sampling=SamplingRecipe(residual_noise=0.10), screening=ScreeningRecipe(images=1000)
     ),
     # float16 PCA components keep the artifact under 30 MB (99 x 118,282 components);
-    # 3x the default training; residual noise for novelty; screening on 2,500 training images
-    # (uint8) fits the 30 MB budget beside the float16 components.
+    # 3x the default training; residual noise for novelty. Screening on 1,500 training images at
+    # the zoo's 10% quantile, with RK4-8: over 5 seeds the same accuracy, share >= zoo min and
+    # novelty as 2,500 images at the 5% quantile with RK4-16 (88.74 vs 88.76, 0.88 vs 0.89,
+    # r 0.108 vs 0.107) in about 0.6x the time (`python -m bench.screening_speed`).
     "mlp-fashion": GeneratorRecipe(
         encoder=EncoderRecipe(components_dtype="float16"),
         flow=FlowRecipe(train=FlowTrainConfig(iterations=60_000, batch_size=64)),
-        sampling=SamplingRecipe(residual_noise=0.10),
-        screening=ScreeningRecipe(images=2500),
+        sampling=SamplingRecipe(steps=8, residual_noise=0.10),
+        screening=ScreeningRecipe(images=1500, quantile=0.10),
     ),
     # The default flow on the 50-member zoo; residual noise lifts r from 0.03 to 0.13, screening
     # on 3,000 training images removes the tail of broken networks.

@@ -69,8 +69,10 @@ class Screening:
         """
         limit = self.limit(count)
         kept: list[dict[str, torch.Tensor]] = []
-        spare: dict[str, torch.Tensor] | None = None  # the best rejected so far, at most `count`
-        spare_score = torch.empty(0)
+        # rejected candidates, in stream order; pruned now and then to the best that could still
+        # be needed (count - accepted), which always holds the best `filled` of them all
+        spare: list[dict[str, torch.Tensor]] = []
+        spare_score: list[torch.Tensor] = []
         drawn = accepted = 0
         while accepted < count and drawn < limit:
             state = decoder.networks(candidates(drawn, SCREENING_BLOCK))
@@ -78,16 +80,17 @@ class Screening:
             passed = scored & (score >= self.threshold)
             kept.append(rows(state, passed.nonzero().flatten()[: count - accepted]))
             accepted += len(kept[-1][next(iter(state))])
-            spare = concat([s for s in (spare, rows(state, (~passed).nonzero().flatten())) if s])
-            spare_score = torch.cat([spare_score, score[~passed]])
-            best = spare_score.argsort(descending=True, stable=True)[:count]
-            spare, spare_score = rows(spare, best), spare_score[best]
+            rejected = (~passed).nonzero().flatten()
+            spare.append(rows(state, rejected))
+            spare_score.append(score[rejected])
+            if sum(map(len, spare_score)) > 2 * (count - accepted) + SCREENING_BLOCK:
+                spare, spare_score = best_rows(spare, spare_score, count - accepted)
             drawn += SCREENING_BLOCK
             if progress is not None:
                 progress(accepted, count)
         filled = count - accepted
         if filled:
-            kept.append(rows(spare, torch.arange(filled)))
+            kept.extend(best_rows(spare, spare_score, filled)[0])
         return concat(kept), ScreeningCounts(drawn, accepted, filled)
 
     def scores(
@@ -112,6 +115,15 @@ class Screening:
 def rows(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Rows `index` of every tensor of a stacked state dict."""
     return {key: value[index.to(value.device)] for key, value in state.items()}
+
+
+def best_rows(
+    states: list[dict[str, torch.Tensor]], scores: list[torch.Tensor], n: int
+) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
+    """The `n` highest-scoring rows of stacked state dicts and their scores (ties: the earlier row)."""
+    score = torch.cat(scores)
+    best = score.argsort(descending=True, stable=True)[:n]
+    return [rows(concat(states), best)], [score[best]]
 
 
 def concat(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
