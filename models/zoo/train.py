@@ -54,6 +54,9 @@ EVAL_EXAMPLES_PER_CALL = {"mlp": 4096}
 DEFAULT_EVAL_EXAMPLES_PER_CALL = 256
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+EpochCallback = Callable[
+    [int, dict[str, torch.Tensor]], None
+]  # (epochs done, stacked state: views, copy to keep)
 
 
 @dataclass(frozen=True)
@@ -190,11 +193,15 @@ def train_members(
     recipe: Recipe,
     on_step: StepCallback | None = None,
     max_steps: int | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train one member per seed, all at once; returns the stacked state dict (K, ...).
 
     `on_step(done, total)` is called after every optimizer step. `max_steps`
     stops early (benchmarks); the learning-rate schedule still spans the full recipe.
+    `on_epoch(epochs done, state)` is called after every full epoch with the members' current
+    stacked state (live views of the trained tensors: clone what you keep), e.g. to collect
+    trajectory checkpoints (models.levers.trajectory).
     """
     module = architecture.build().train()
     parameter_names = {name for name, _ in module.named_parameters()}
@@ -230,6 +237,8 @@ def train_members(
             step += 1
             if on_step is not None:
                 on_step(step, run_steps)
+        if on_epoch is not None and step % steps_per_epoch == 0:
+            on_epoch(step // steps_per_epoch, {k: v.detach() for k, v in members.state().items()})
     return {k: v.detach().contiguous() for k, v in members.state().items()}
 
 
