@@ -58,7 +58,7 @@ from models.zoo.datasets import Dataset, load_dataset
 from models.zoo.novelty import max_error_iou, nearest_distances
 
 ARCH = "mlp-digits"
-NOISE_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
+NOISE_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 TRAJECTORY_EPOCHS = (24, 27, 30)
 SPLITS = ("test", "val")
 
@@ -134,12 +134,14 @@ def measure(
     return out
 
 
-def noise_curve(ctx: ZooContext, seed: int, count: int) -> list[dict[str, Any]]:
-    """Zoo member + isotropic noise at NOISE_RATIOS, screened like the reference generator."""
+def noise_curve(
+    ctx: ZooContext, seed: int, count: int, ratios: tuple[float, ...] = NOISE_RATIOS
+) -> list[dict[str, Any]]:
+    """Zoo member + isotropic noise at `ratios`, screened like the reference generator."""
     generator = ctx.reference
     screening, decoder = generator.screening, generator.decoder
     rows = []
-    for ratio in NOISE_RATIOS:
+    for ratio in ratios:
         pool = noisy_members(ctx.flat, screening.limit(count), ratio, ctx.loo, seed)
         state, counts = screening.screen(lambda start, n, pool=pool: pool[start : start + n], count, decoder)
         rows.append(
@@ -222,6 +224,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/root/scratch-levers/work"))
     parser.add_argument("--log", type=Path, default=RESULTS_DIR / "novelty_levers.jsonl")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--noise-only", nargs="*", default=None, help="only the noise curves of these zoos (zoo100, zoo1000)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -261,13 +266,15 @@ def main() -> None:
         if not logged("zoo", None, None, name, None):
             log(zoo_row)
         for seed in args.seeds:
-            if not logged("noise", NOISE_RATIOS[-1], None, name, seed):
-                for row in noise_curve(ctx, seed, args.count):
-                    log(row)
+            missing = tuple(r for r in NOISE_RATIOS if not logged("noise", r, None, name, seed))
+            for row in noise_curve(ctx, seed, args.count, missing):
+                log(row)
         contexts[name] = ctx
         return ctx
 
-    for lever in args.levers:
+    for name in args.noise_only or []:
+        context(name)
+    for lever in [] if args.noise_only is not None else args.levers:
         for seed in args.seeds:
             for setting, make in lever_settings(lever, args, base, context):
                 zoo = "zoo1000" if lever == "L1" else "zoo100"
@@ -522,31 +529,29 @@ def write_table(log_path: Path) -> None:
 
 
 def verdict(entry: dict[str, Any]) -> str:
-    """'beats noise' only if, on both splits, every seed's delta is positive and the mean delta
-    exceeds its seed-to-seed std, with the lever's IoU inside the noise curve's range."""
+    """Per split: 'above' noise if every seed's delta is positive and the mean delta exceeds its
+    seed-to-seed std, 'below' if the mirror image holds, else 'level'; 'outside' when the lever's
+    IoU lies beyond the noise curve's range (its delta is then against the curve's end). A lever
+    'beats noise' only if it is above on both splits."""
     if len(entry["seeds"]) < 3:
-        return "fewer than 3 seeds"
-    results = []
+        return "fewer than 3 seeds: no claim"
+    results = {}
     for split in SPLITS:
         d = entry[f"{split}_delta_vs_noise"]
         mean, std = float(np.mean(d)), float(np.std(d, ddof=1))
-        if not entry[f"{split}_inside_noise_range"]:
-            results.append("outside")
-        elif min(d) > 0 and mean > std:
-            results.append("above")
+        if min(d) > 0 and mean > std:
+            results[split] = "above"
         elif max(d) < 0 and -mean > std:
-            results.append("below")
+            results[split] = "below"
         else:
-            results.append("level")
-    if results == ["above", "above"]:
+            results[split] = "level"
+        if not entry[f"{split}_inside_noise_range"]:
+            results[split] += " (outside the curve)"
+    if all(r == "above" for r in results.values()):
         return "beats noise"
-    if "above" not in results and "below" in results:
-        return "below noise"
-    if "outside" in results:
-        return "outside the noise curve's IoU range on " + " and ".join(
-            s for s, r in zip(SPLITS, results, strict=True) if r == "outside"
-        )
-    return "level with noise"
+    if len(set(results.values())) == 1:
+        return f"{results[SPLITS[0]]} noise"
+    return ", ".join(f"{split}: {r}" for split, r in results.items())
 
 
 def markdown(payload: dict[str, Any]) -> str:
