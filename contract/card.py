@@ -69,7 +69,11 @@ class ZooEntry(BaseModel):
 
 class GeneratedEntry(BaseModel):
     test_accuracy: AccuracyStats
-    novelty_ratio: float
+    novelty_ratio: float  # weight space: nearest-member distance / the zoo's own (secondary)
+    # functional novelty, the headline (absent on cards evaluated before it was measured):
+    error_iou: float | None = None  # median largest error IoU with a zoo member
+    zoo_error_iou: float | None = None  # the zoo's own, leave one out
+    disagreement: float | None = None  # median share of test predictions unlike the nearest member's
 
 
 class GeneratorCard(BaseModel):

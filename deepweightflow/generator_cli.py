@@ -12,7 +12,7 @@ from rich.table import Table
 from deepweightflow.zoo_cli import console, progress_bar, user_errors
 
 if TYPE_CHECKING:
-    from contract.card import AccuracyStats
+    from contract.card import AccuracyStats, GeneratedEntry
     from contract.result_file import ResultMetadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,14 @@ def list_generators(generators: GeneratorsOption = DEFAULT_GENERATORS) -> None:
     from models.generator import discover_generators, read_card
 
     table = Table(title=f"generators in {generators}")
-    for column in ("name", "parameters", "zoo test acc %", "generated test acc %", "novelty r"):
+    for column in (
+        "name",
+        "parameters",
+        "zoo test acc %",
+        "generated test acc %",
+        "error IoU (zoo)",
+        "novelty r",
+    ):
         table.add_column(column)
     for name, path in discover_generators(generators).items():
         card = read_card(path, verify=False)
@@ -118,13 +125,34 @@ def list_generators(generators: GeneratorsOption = DEFAULT_GENERATORS) -> None:
             f"{card.parameter_count:,}",
             stats_text(card.zoo.test_accuracy),
             stats_text(None if generated is None else generated.test_accuracy),
+            iou_text(generated),
             "-" if generated is None else f"{generated.novelty_ratio:.2f}",
         )
     console.print(table)
 
 
+def iou_text(generated: "GeneratedEntry | None") -> str:
+    """Median error IoU with the nearest zoo member (the zoo's leave-one-out in brackets)."""
+    if generated is None or generated.error_iou is None:
+        return "-"
+    zoo = "" if generated.zoo_error_iou is None else f" ({generated.zoo_error_iou:.2f})"
+    return f"{generated.error_iou:.2f}{zoo}"
+
+
 def stats_text(stats: "AccuracyStats | None") -> str:
     return "-" if stats is None else f"{stats.mean:.2f} ± {stats.std:.2f}"
+
+
+FrontierOption = Annotated[
+    bool,
+    typer.Option(
+        "--frontier/--no-frontier",
+        help="Sweep every baseline family's strength and read its accuracy at the generated error IoU.",
+    ),
+]
+FrontierCountOption = Annotated[
+    int | None, typer.Option(help="Networks per frontier point (default: the baseline count).")
+]
 
 
 def evaluate(
@@ -136,10 +164,28 @@ def evaluate(
     split: Annotated[str, typer.Option(help="test (reported) or val (for choosing settings).")] = "test",
     baseline_count: BaselineCountOption = None,
     steps: StepsOption = DEFAULT_STEPS,
+    frontier: FrontierOption = True,
+    frontier_count: FrontierCountOption = None,
 ) -> None:
-    """Zoo vs generated vs baselines: accuracy, novelty, steps; recorded in card.json + evaluation.png."""
+    """Zoo vs generated vs baselines: accuracy, functional novelty (error IoU, disagreement,
+    ensembles), baselines at equal error IoU, r, steps. On the test split the table replaces the
+    artifact's card.json `evaluation` and evaluation.png; the flow is not retrained."""
     with user_errors():
-        run_evaluation(architecture, zoo, generators, count, seed, split, baseline_count, parse_steps(steps))
+        run_evaluation(
+            architecture,
+            zoo,
+            generators,
+            count,
+            seed,
+            split,
+            baseline_count,
+            parse_steps(steps),
+            frontier=frontier,
+            frontier_count=frontier_count,
+        )
+
+
+generator_app.command("evaluate")(evaluate)
 
 
 def run_evaluation(
@@ -151,6 +197,8 @@ def run_evaluation(
     split: str = "test",
     baseline_count: int | None = None,
     steps_sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+    frontier: bool = True,
+    frontier_count: int | None = None,
 ) -> None:
     from models.generator import Generator
     from models.generator.evaluation import evaluate_generator, record_evaluation
@@ -173,6 +221,8 @@ def run_evaluation(
             steps_sweep,
             split_name=split,
             baseline_count=baseline_count,
+            train=dataset.train if frontier else None,
+            frontier_count=frontier_count,
         )
     print_evaluation(architecture, evaluation.table)
     if split == "test":
@@ -187,20 +237,27 @@ def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
         "mean": "mean %",
         "std": "std",
         "min": "min %",
-        "max": "max %",
         "share_at_or_above_zoo_min": ">= zoo min",
-        "novelty_ratio": "r",
-        "nearest_zoo_l2_median": "L2 to zoo",
-        "self_l2_median": "L2 to own",
         "error_iou_median": "error IoU",
+        "disagreement_median": "disagree",
+        "ensemble_accuracy_mean": "ens10 acc %",
+        "ensemble_nll_mean": "ens10 NLL",
+        "novelty_ratio": "r",
+        "self_l2_median": "L2 to own",
     }
     out.add_column("row", no_wrap=True)
-    for header in (*columns.values(), "drawn"):
+    for header in (*columns.values(), "draws", "drawn"):
         out.add_column(header, justify="right")
     for name, row in table["rows"].items():
-        cells = ("-" if c not in row else f"{row[c]:.2f}" for c in columns)
-        out.add_row(name, *cells, str(row.get("candidates", row["count"])))  # screening draws more
+        cells = (
+            "-" if row.get(c) is None else f"{row[c]:.3f}" if c == "ensemble_nll_mean" else f"{row[c]:.2f}"
+            for c in columns
+        )
+        draws = str(row.get("ensemble_draws", "-"))
+        out.add_row(name, *cells, draws, str(row.get("candidates", row["count"])))  # screening draws more
     console.print(out)
+    if "frontier" in table:
+        print_frontier(table["frontier"], table["rows"]["generated"]["mean"])
     steps = Table(title="accuracy vs sampler steps")
     for column in ("sampler", "steps", "mean", "std", "min"):
         steps.add_column(column)
@@ -209,6 +266,30 @@ def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
             row["sampler"], str(row["steps"]), f"{row['mean']:.2f}", f"{row['std']:.2f}", f"{row['min']:.2f}"
         )
     console.print(steps)
+
+
+def print_frontier(frontier: dict[str, Any], generated_mean: float) -> None:
+    """Each baseline family's accuracy at the generated networks' error IoU."""
+    out = Table(
+        title=f"baselines at the generated error IoU {frontier['target_error_iou']:.3f} "
+        f"(zoo leave-one-out {frontier['zoo_error_iou']:.3f}), {frontier['count']} networks per point"
+    )
+    for column in ("family", "strength", "acc % at IoU", "generated - it", "ens10 acc %", "r", "in range"):
+        out.add_column(column, justify="left" if column == "family" else "right")
+    for name, family in frontier["families"].items():
+        reading = family["at_generator_iou"]
+        out.add_row(
+            name,
+            f"{reading['strength']:.3f}",
+            f"{reading['mean']:.2f}",
+            f"{generated_mean - reading['mean']:+.2f}",
+            f"{reading.get('ensemble_accuracy_mean', float('nan')):.2f}",
+            f"{reading.get('novelty_ratio', float('nan')):.2f}",
+            "yes" if reading["within_range"] else "no",
+        )
+    for name, reason in frontier.get("skipped", {}).items():
+        out.add_row(name, "-", "-", "-", "-", "-", f"skipped: {reason}")
+    console.print(out)
 
 
 def generate_local(

@@ -191,6 +191,37 @@ def predictions(
         )
 
 
+def probabilities(
+    module: nn.Module,
+    stacked: StateDict,
+    images: torch.Tensor,
+    batch_size: int = 1000,
+    network_chunk: int = 64,
+) -> torch.Tensor:
+    """Softmax class probabilities of K networks in eval mode: images (N, ...) -> (K, N, C) float32.
+
+    Runs `network_chunk` networks on `batch_size` images at a time, so the activations held at
+    once stay bounded whatever K and N; only the (K, N, C) result grows with them (4 bytes per
+    entry, on the inputs' device). `probabilities(...).argmax(-1)` are the `predictions` (but where
+    two classes' probabilities tie in float32).
+    """
+    k = ensemble_size(stacked)
+    chunks = []
+    with eval_mode(module):
+        for first in range(0, k, network_chunk):
+            part = {key: value[first : first + network_chunk] for key, value in stacked.items()}
+            chunks.append(
+                torch.cat(
+                    [
+                        batched_forward(module, part, images[s : s + batch_size]).float().softmax(-1)
+                        for s in range(0, len(images), batch_size)
+                    ],
+                    dim=1,
+                )
+            )
+    return torch.cat(chunks)
+
+
 def recalibrate_batchnorm(
     module: nn.Module, stacked: StateDict, images: torch.Tensor, batch_size: int = 500
 ) -> dict[str, torch.Tensor]:

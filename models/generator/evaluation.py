@@ -12,6 +12,14 @@ Every row is a set of networks measured on the test split:
 - `pca-gaussian`: a Gaussian fitted to the zoo's codes, decoded.
 Baselines get the same BatchNorm recalibration as generated networks. The steps sweep
 measures unscreened samples: it shows the sampler, not the screening.
+
+Novelty is functional first: every row has the median error IoU with the nearest zoo member
+(`error_iou_median`; the zoo row's is leave-one-out), the median prediction disagreement with
+that member (`disagreement_median`), and the test accuracy and NLL of 10-network ensembles
+(averaged softmax; mean and std over up to 10 disjoint draws, fewer when the row has fewer
+than 100 networks: `ensemble_draws` says how many). The weight-space ratio r stays beside them.
+With training data given, `frontier` (models.generator.frontier) sweeps every baseline family's
+strength and reads off its accuracy at the generated networks' error IoU.
 """
 
 from collections.abc import Sequence
@@ -23,25 +31,35 @@ import torch
 
 from contract.card import AccuracyStats, GeneratedEntry, GeneratorCard
 from models.generator.artifact import update_card
+from models.generator.frontier import FrontierContext, sweep_frontier
+from models.generator.measure import (
+    ENSEMBLE_DRAWS,
+    ENSEMBLE_SIZE,
+    Outputs,
+    Reference,
+    accuracy_stats,
+    ensemble_row,
+    measure_row,
+    network_outputs,
+    zoo_reference,
+)
 from models.generator.pipeline import Generator
 from models.weightspace import predictions
 from models.zoo.baselines import gaussian_codes, interpolated_members, noisy_members
 from models.zoo.datasets import Split
-from models.zoo.novelty import novelty, zoo_novelty
 
-
-def accuracy_stats(accuracy: torch.Tensor, zoo_min: float | None = None) -> dict[str, float]:
-    """mean/std/min/max in percent of accuracy (K,) in [0, 1], plus the share >= the zoo's minimum."""
-    pct = accuracy.double() * 100
-    stats = {
-        "mean": pct.mean().item(),
-        "std": pct.std().item() if len(pct) > 1 else 0.0,
-        "min": pct.min().item(),
-        "max": pct.max().item(),
-    }
-    if zoo_min is not None:
-        stats["share_at_or_above_zoo_min"] = (pct >= zoo_min - 1e-9).double().mean().item()
-    return stats
+__all__ = [
+    "Evaluation",
+    "Outputs",
+    "Reference",
+    "accuracy_stats",
+    "errors_and_accuracy",
+    "evaluate_generator",
+    "measure_row",
+    "network_outputs",
+    "record_evaluation",
+    "zoo_reference",
+]
 
 
 def errors_and_accuracy(
@@ -73,32 +91,34 @@ def evaluate_generator(
     steps_sweep: Sequence[int] = (1, 2, 4, 8, 16, 32),
     split_name: str = "test",
     baseline_count: int | None = None,
+    train: Split | None = None,
+    frontier_count: int | None = None,
 ) -> Evaluation:
     """Zoo, generated networks and baselines measured on `split` (choose settings on "val").
 
     Baselines and the steps sweep use `baseline_count` networks (default `count`): fewer keeps
-    the table affordable where every forward pass is costly (convolutions on a CPU).
+    the table affordable where every forward pass is costly (convolutions on a CPU). With
+    `train` (labelled training examples: REPAIR statistics and the Fisher; never test data) the
+    table gets a `frontier`: every baseline family swept in strength, `frontier_count` networks
+    per point (default `baseline_count`), read off at the generated networks' error IoU.
     """
     baselines = baseline_count or count
-    layout, decoder, sampler = generator.decoder.layout, generator.decoder, generator.sampler
+    decoder, sampler = generator.decoder, generator.sampler
     method, steps = generator.card.sampler.method, generator.card.sampler.steps
-    zoo_flat = layout.flatten_stacked(canonical_zoo).float()
-    zoo_errors, zoo_accuracy = errors_and_accuracy(generator, canonical_zoo, split)
-    zoo_stats = accuracy_stats(zoo_accuracy)
-    reference = zoo_novelty(zoo_flat, zoo_errors)
-    rows: dict[str, Any] = {"zoo": {"count": len(zoo_flat), **zoo_stats, **reference.to_dict()}}
-    accuracies = {"zoo": zoo_accuracy}
+    reference = zoo_reference(generator, canonical_zoo, split)
+    zoo_flat = reference.flat
+    rows: dict[str, Any] = {
+        "zoo": {
+            "count": len(zoo_flat),
+            **reference.stats,
+            **reference.novelty.to_dict(),
+            **ensemble_row(reference.outputs, split.labels, seed),
+        }
+    }
+    accuracies = {"zoo": reference.outputs.accuracy}
 
     def measure(name: str, state: dict[str, torch.Tensor], **extra: Any) -> None:
-        errors, accuracy = errors_and_accuracy(generator, state, split)
-        accuracies[name] = accuracy
-        flat = layout.flatten_stacked(state).float().cpu()
-        rows[name] = {
-            "count": len(flat),
-            **accuracy_stats(accuracy, zoo_stats["min"]),
-            **novelty(flat, errors, zoo_flat, zoo_errors).to_dict(),
-            **extra,
-        }
+        rows[name], accuracies[name] = measure_row(generator, state, split, reference, seed, **extra)
 
     generated = generator.generate(count, seed, evaluate=False)
     measure("generated", generated.state, **(generated.metadata.screening_counts() or {}))
@@ -109,14 +129,12 @@ def evaluate_generator(
     ratio = rows["generated"]["novelty_ratio"]
     screening = generator.screening
     pool = screening.limit(baselines) if screening else baselines
-    noisy = noisy_members(zoo_flat, pool, ratio, reference.nearest_zoo_l2_median, seed)
+    noisy = noisy_members(zoo_flat, pool, ratio, reference.loo_l2, seed)
     measure(f"noise@r={ratio:.2f}", decoder.networks(noisy[:baselines]))
     if screening is not None:
         state, noise_counts = screening.screen(lambda start, n: noisy[start : start + n], baselines, decoder)
         measure(f"noise@r={ratio:.2f} screened", state, **asdict(noise_counts))
-    weight = min(
-        0.5, ratio * reference.nearest_zoo_l2_median / torch.pdist(zoo_flat.double()).median().item()
-    )
+    weight = min(0.5, ratio * reference.loo_l2 / torch.pdist(zoo_flat.double()).median().item())
     measure(
         f"interp@w={weight:.2f}", decoder.networks(interpolated_members(zoo_flat, baselines, weight, seed))
     )
@@ -136,7 +154,13 @@ def evaluate_generator(
         "baseline_count": baselines,
         "seed": seed,
         "split": split_name,
+        "ensemble": {"size": ENSEMBLE_SIZE, "draws_asked": ENSEMBLE_DRAWS},
     }
+    if train is not None:
+        context = FrontierContext(generator, canonical_zoo, split, train, reference)
+        table["frontier"] = sweep_frontier(
+            context, rows["generated"]["error_iou_median"], frontier_count or baselines, seed
+        )
     return Evaluation(table, accuracies)
 
 
@@ -149,6 +173,9 @@ def record_evaluation(directory: Path, evaluation: Evaluation) -> None:
     headline = GeneratedEntry(
         test_accuracy=AccuracyStats(**{k: generated[k] for k in ("mean", "std", "min", "max")}),
         novelty_ratio=generated["novelty_ratio"],
+        error_iou=generated.get("error_iou_median"),
+        zoo_error_iou=evaluation.table["rows"]["zoo"].get("error_iou_median"),
+        disagreement=generated.get("disagreement_median"),
     )
 
     def with_evaluation(card: GeneratorCard) -> GeneratorCard:
