@@ -17,7 +17,7 @@ from models.zoo.baselines import (
     parent_indices,
 )
 from models.zoo.datasets import load_dataset
-from models.zoo.fisher import diagonal_fisher
+from models.zoo.fisher import diagonal_fisher, per_example_fisher
 from models.zoo.novelty import disagreement_with_nearest, ensemble_metrics, nearest_by_error_iou
 from models.zoo.repair import layer_statistics, preactivation_statistics, repair, supports_repair
 
@@ -125,6 +125,8 @@ def test_fisher_matches_per_example_gradients_and_its_noise_goes_where_fisher_is
         torch.nn.functional.cross_entropy(net(x[None]), y[None]).backward()
         squares += torch.cat([p.grad.flatten() for p in net.parameters()]).double() ** 2
     assert torch.allclose(fisher[1], (squares / 40).float(), rtol=1e-3, atol=1e-9)
+    generic = per_example_fisher(module, stacked, images[:40], labels[:40], batch_size=16)
+    assert torch.allclose(generic, fisher, rtol=1e-3, atol=1e-9), "the MLP shortcut is the general Fisher"
     scale = fisher_noise_scale(fisher)
     assert scale.square().mean(1).allclose(torch.ones(3))
     flat = layout.flatten_stacked(stacked)

@@ -153,11 +153,45 @@ def test_evaluation_table_baselines_and_record(artifact, tmp_path):
     assert {"pca-gaussian", "generated"} <= rows.keys() and any(n.startswith("interp@") for n in rows)
     assert [row["steps"] for row in evaluation.table["steps_sweep"]] == [1, 4]
     assert rows["generated"]["mean"] > 60
+    # functional novelty: disagreement with the nearest member; 10-network ensembles (2 draws of 20)
+    assert 0 <= rows["generated"]["disagreement_median"] <= 1 and rows["zoo"]["disagreement_median"] > 0
+    assert rows["generated"]["ensemble_draws"] == 2 and rows["zoo"]["ensemble_draws"] == 2
+    assert rows["zoo"]["ensemble_accuracy_mean"] >= rows["zoo"]["mean"] - 1, "ensembles are not worse"
     record_evaluation(directory, evaluation)
     card = read_card(directory)  # still verifies: the hashed files were not touched
     assert card.evaluation["rows"]["generated"]["mean"] == rows["generated"]["mean"]
     assert card.generated.test_accuracy.mean == rows["generated"]["mean"]
     assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generator_evaluate_cli_rewrites_the_card_and_figure_with_the_frontier(artifact, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from deepweightflow.cli import app
+    from models.generator.frontier import FAMILIES
+
+    generators = tmp_path / "generators"
+    shutil.copytree(artifact[0], generators / "mlp-digits")
+    flow_before = (generators / "mlp-digits" / "flow.safetensors").read_bytes()
+    arguments = ["generator", "evaluate", "mlp-digits", "--zoo", str(artifact[1])]
+    arguments += ["--generators", str(generators), "--count", "10", "--baseline-count", "10", "--steps", "2"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "baselines at the generated error IoU" in result.output
+    card = read_card(generators / "mlp-digits")  # verifies: no hashed file was touched
+    assert (generators / "mlp-digits" / "flow.safetensors").read_bytes() == flow_before
+    frontier = card.evaluation["frontier"]
+    assert set(frontier["families"]) == set(FAMILIES) and frontier["skipped"] == {}
+    assert frontier["target_error_iou"] == card.evaluation["rows"]["generated"]["error_iou_median"]
+    noise = frontier["families"]["noise"]["points"]
+    assert len(noise) >= 6 and noise[0]["error_iou_median"] > noise[-1]["error_iou_median"], (
+        "stronger: more novel"
+    )
+    assert card.generated.error_iou == card.evaluation["rows"]["generated"]["error_iou_median"]
+    assert card.generated.zoo_error_iou == card.evaluation["rows"]["zoo"]["error_iou_median"]
+    assert (generators / "mlp-digits" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def with_residual_noise(source: Path, destination: Path, ratio: float) -> Generator:
