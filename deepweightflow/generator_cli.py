@@ -250,7 +250,11 @@ def print_evaluation(architecture: str, table: dict[str, Any]) -> None:
         out.add_column(header, justify="right")
     for name, row in table["rows"].items():
         cells = (
-            "-" if row.get(c) is None else f"{row[c]:.3f}" if c == "ensemble_nll_mean" else f"{row[c]:.2f}"
+            "-"
+            if row.get(c) is None
+            else f"{row[c]:.3f}"
+            if c in ("ensemble_nll_mean", "disagreement_median")
+            else f"{row[c]:.2f}"
             for c in columns
         )
         draws = str(row.get("ensemble_draws", "-"))
