@@ -166,6 +166,10 @@ def evaluate(
     steps: StepsOption = DEFAULT_STEPS,
     frontier: FrontierOption = True,
     frontier_count: FrontierCountOption = None,
+    examples: Annotated[
+        int | None,
+        typer.Option(help="Measure on the split's first N examples only (costly families on a CPU)."),
+    ] = None,
 ) -> None:
     """Zoo vs generated vs baselines: accuracy, functional novelty (error IoU, disagreement,
     ensembles), baselines at equal error IoU, r, steps. On the test split the table replaces the
@@ -182,6 +186,7 @@ def evaluate(
             parse_steps(steps),
             frontier=frontier,
             frontier_count=frontier_count,
+            examples=examples,
         )
 
 
@@ -199,11 +204,12 @@ def run_evaluation(
     steps_sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
     frontier: bool = True,
     frontier_count: int | None = None,
+    examples: int | None = None,
 ) -> None:
     from models.generator import Generator
     from models.generator.evaluation import evaluate_generator, record_evaluation
     from models.zoo.canonical import load_canonical_zoo
-    from models.zoo.datasets import load_dataset
+    from models.zoo.datasets import Split, load_dataset
 
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
@@ -211,6 +217,10 @@ def run_evaluation(
     canonical = load_canonical_zoo(zoo or DEFAULT_ZOOS / architecture, generator.card.zoo.template)
     dataset = load_dataset(generator.architecture.dataset, preprocessing=generator.card.input.preprocessing)
     data = getattr(dataset, split)
+    if examples is not None:
+        if examples < 1:
+            raise ValueError(f"--examples must be at least 1, got {examples}")
+        data = Split(data.images[:examples], data.labels[:examples])
     with console.status(f"evaluating {count} generated {architecture} networks on the {split} split"):
         evaluation = evaluate_generator(
             generator,
@@ -219,7 +229,7 @@ def run_evaluation(
             count,
             seed,
             steps_sweep,
-            split_name=split,
+            split_name=split if examples is None else f"{split} (first {len(data.labels)} examples)",
             baseline_count=baseline_count,
             train=dataset.train if frontier else None,
             frontier_count=frontier_count,

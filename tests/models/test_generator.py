@@ -184,10 +184,13 @@ def test_generator_evaluate_cli_rewrites_the_card_and_figure_with_the_frontier(
     flow_before = (generators / "mlp-digits" / "flow.safetensors").read_bytes()
     arguments = ["generator", "evaluate", "mlp-digits", "--zoo", str(artifact[1])]
     arguments += ["--generators", str(generators), "--count", "10", "--baseline-count", "10", "--steps", "2"]
-    result = CliRunner().invoke(app, arguments)
+    refused = CliRunner().invoke(app, [*arguments, "--examples", "0"])
+    assert refused.exit_code != 0 and "--examples must be at least 1" in refused.output
+    result = CliRunner().invoke(app, [*arguments, "--examples", "200"])
     assert result.exit_code == 0, result.output
     assert "baselines at the generated error IoU" in result.output
     card = read_card(generators / "mlp-digits")  # verifies: no hashed file was touched
+    assert card.evaluation["split"] == "test (first 200 examples)"
     assert (generators / "mlp-digits" / "flow.safetensors").read_bytes() == flow_before
     frontier = card.evaluation["frontier"]
     assert set(frontier["families"]) == set(short) and frontier["skipped"] == {}
