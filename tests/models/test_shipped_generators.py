@@ -16,7 +16,8 @@ EVALUATED = {"resnet20-fashion": 50}
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "vit-fashion", "resnet20-fashion"]
+    "name",
+    ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "vit-fashion", "resnet20-fashion"],
 )
 def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
     directory = discover_generators(SHIPPED)[name]
