@@ -88,10 +88,17 @@ def _submit(api: TestClient, count: int, steps: int = 4) -> str:
 
 
 def _job(api: TestClient, job_id: str) -> dict:
-    """GET /jobs/<id>, after checking that GET /jobs/<id>/weights serves nothing unless it finished."""
+    """GET /jobs/<id>, after checking that GET /jobs/<id>/weights serves nothing unless it finished.
+
+    The job may finish between the two reads, so the status is read before and after the weights:
+    finished before means 200, not finished after means 409."""
+    before = api.get(f"/jobs/{job_id}").json()
     weights = api.get(f"/jobs/{job_id}/weights")
     body = api.get(f"/jobs/{job_id}").json()
-    assert weights.status_code == (200 if body["status"] == "finished" else 409)
+    if before["status"] == "finished":
+        assert weights.status_code == 200
+    elif body["status"] != "finished":
+        assert weights.status_code == 409
     return body
 
 
