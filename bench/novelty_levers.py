@@ -1,9 +1,10 @@
-"""Issue 15's levers as an ablation on the accuracy vs functional-novelty plane (mlp-digits).
+"""Issue 15's levers as an ablation on the accuracy vs functional-novelty plane (MLP families).
 
 Every lever is a generator built and sampled through the product's code (`fit_flow`,
 `write_generator`, `Generator.load`, `Generator.generate` with its screening), with one thing
 changed. For each lever and seed (the seed is the flow's training seed and the sampling seed):
-100 generated networks, measured on the test split (360 images) and the validation split (180):
+100 generated networks, measured on the test split and the validation split (mlp-digits: 360 and
+180 images; mlp-fashion: 10,000 and 5,000):
 
 - accuracy mean;
 - functional novelty: the median over networks of the largest error-IoU with any zoo member
@@ -17,10 +18,11 @@ delta is acc(lever) - acc(noise interpolated at the lever's IoU), computed seed 
 seed for both) and reported as mean +- std over seeds.
 
 Levers (`--levers`, labels as in LEVERS):
-  L0  the shipped mlp-digits recipe (flow budget `--iterations`, the shipped 20k by default)
+  L0  the family's shipped recipe (flow budget `--iterations`)
   L1  zoo scale: a 1,000-member zoo, all 999 PCA components, flow settings `--scaled-*`
-  L2  trajectory checkpoints: epochs 24, 27, 30 of each of the 100 runs (300 codes), aligned
-      with their run's final permutation; 299 components
+  L2  trajectory checkpoints: after 80%, 90% and 100% of the epochs of each of the 100 runs
+      (mlp-digits: 24, 27, 30; mlp-fashion: 8, 9, 10; 300 codes), each aligned with its run's final
+      permutation; 299 components
   L3  activation matching: the zoo aligned by activation correlation (models.canon.activation_matching)
   L4  residual outside the span: L0's flows, the isotropic residual replaced by a per-coordinate
       one from the zoo's leave-one-out residual outside its span (same norm as the shipped one,
@@ -28,10 +30,11 @@ Levers (`--levers`, labels as in LEVERS):
   L5  temperature 0.8 (L0's flows, ODE from 0.8 x noise)
 
 Rows are appended to `--log` (JSON lines) as they are measured, and artifacts are kept under
-`--work`, so a stopped run resumes; the table (bench/results/novelty_levers.{json,md}) is
+`--work`, so a stopped run resumes; the table (bench/results/novelty_levers_<family>.{json,md}) is
 rebuilt from the whole log at the end (or alone with `--table-only`).
 
-Run: python -m bench.novelty_levers --zoo100 DIR --zoo1000 DIR [--levers L0 L4 ...] [--seeds 0 1 2]
+Run: python -m bench.novelty_levers [--architecture mlp-fashion] --zoo100 DIR [--zoo1000 DIR]
+     [--levers L0 L4 ...] [--seeds 0 1 2]
 """
 
 import argparse
@@ -57,9 +60,9 @@ from models.zoo.canonical import CanonicalZoo, load_canonical_zoo
 from models.zoo.datasets import Dataset, load_dataset
 from models.zoo.novelty import max_error_iou, nearest_distances
 
-ARCH = "mlp-digits"
+ARCHITECTURES = ("mlp-digits", "mlp-fashion")
 NOISE_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
-TRAJECTORY_EPOCHS = (24, 27, 30)
+TRAJECTORY_FRACTIONS = (0.8, 0.9, 1.0)  # of the zoo recipe's epochs
 SPLITS = ("test", "val")
 
 
@@ -95,7 +98,7 @@ def build(
 ) -> tuple[Generator, float]:
     """The generator of `recipe` trained on `stacked` (default: the zoo), cached under `work`;
     its screening and residual sigma are the context's reference ones when it has them."""
-    directory = work / label / ARCH
+    directory = work / label / ctx.canonical.zoo.architecture.name
     fit_s = 0.0
     if not (directory / "card.json").is_file():
         stacked = ctx.canonical.zoo.stacked if stacked is None else stacked
@@ -209,8 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--zoo100", type=Path, default=Path("/root/dwf-zoos/mlp-digits-100"))
-    parser.add_argument("--zoo1000", type=Path, default=Path("/root/dwf-zoos/mlp-digits-1000"))
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="mlp-digits")
+    parser.add_argument("--zoo100", type=Path, required=True, help="the canonicalized 100-member zoo")
+    parser.add_argument("--zoo1000", type=Path, help="a canonicalized 1,000-member zoo (lever L1)")
     parser.add_argument("--levers", nargs="+", default=["L0", "L4", "L5", "L3", "L2", "L1"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--count", type=int, default=100)
@@ -222,7 +226,7 @@ def main() -> None:
     parser.add_argument("--scaled-dropout", type=float, default=0.1)
     parser.add_argument("--scaled-components", type=int, default=999)
     parser.add_argument("--work", type=Path, default=Path("/root/scratch-levers/work"))
-    parser.add_argument("--log", type=Path, default=RESULTS_DIR / "novelty_levers.jsonl")
+    parser.add_argument("--log", type=Path, help="default: bench/results/novelty_levers_<family>.jsonl")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument(
         "--noise-only", nargs="*", default=None, help="only the noise curves of these zoos (zoo100, zoo1000)"
@@ -230,9 +234,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.log = args.log or RESULTS_DIR / f"novelty_levers_{args.architecture}.jsonl"
     if args.table_only:
-        write_table(args.log)
+        write_table(args.log, args.architecture)
         return
+    if "L1" in args.levers and args.zoo1000 is None:
+        parser.error("lever L1 needs --zoo1000 (a canonicalized 1,000-member zoo); or leave L1 out")
+    args.work = args.work / args.architecture
     args.work.mkdir(parents=True, exist_ok=True)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     done = {
@@ -248,7 +256,7 @@ def main() -> None:
     def logged(kind: str, key: Any, setting: str | None, zoo: str, seed: int | None) -> bool:
         return (kind, key, setting, zoo, seed) in done
 
-    base = recipe_for(ARCH)
+    base = recipe_for(args.architecture)
     contexts: dict[str, ZooContext] = {}
 
     def context(name: str) -> ZooContext:
@@ -283,7 +291,7 @@ def main() -> None:
                 ctx = context(zoo)
                 generator, fit_s, zoo_flat = make(seed)
                 log({**generated_row(lever, setting, ctx, seed, generator, args.count, fit_s, zoo_flat)})
-    write_table(args.log)
+    write_table(args.log, args.architecture)
 
 
 def scaled_label(args: argparse.Namespace, seed: int) -> str:
@@ -344,13 +352,9 @@ def lever_settings(
             )
             return (*build(args.work, f"L2-it{it}-s{seed}", ctx, recipe, stacked), None)
 
-        return [
-            (
-                f"epochs {', '.join(map(str, TRAJECTORY_EPOCHS))} of each run "
-                f"(300 codes, 299 comps), {it} steps",
-                l2,
-            )
-        ]
+        epochs = trajectory_epochs(context("zoo100"))
+        setting = f"epochs {', '.join(map(str, epochs))} of each run (300 codes, 299 comps), {it} steps"
+        return [(setting, l2)]
     if lever == "L3":
 
         def l3(seed: int):
@@ -398,8 +402,14 @@ def lever_settings(
     raise ValueError(f"unknown lever {lever}")
 
 
+def trajectory_epochs(ctx: ZooContext) -> tuple[int, ...]:
+    """The epochs after TRAJECTORY_FRACTIONS of the zoo recipe's (the last is the trained member)."""
+    epochs = ctx.canonical.zoo.manifest.recipe["epochs"]
+    return tuple(max(1, round(fraction * epochs)) for fraction in TRAJECTORY_FRACTIONS)
+
+
 def trajectory_zoo(work: Path, ctx: ZooContext) -> dict[str, torch.Tensor]:
-    """Checkpoints after TRAJECTORY_EPOCHS of the zoo's 100 runs, aligned by their run's permutation."""
+    """Checkpoints after `trajectory_epochs` of the zoo's 100 runs, aligned by their run's permutation."""
     from safetensors.torch import load_file, save_file
 
     from models.levers.trajectory import align_trajectories, train_with_checkpoints
@@ -412,7 +422,7 @@ def trajectory_zoo(work: Path, ctx: ZooContext) -> dict[str, torch.Tensor]:
     zoo = ctx.canonical.zoo
     recipe = Recipe.from_dict(zoo.manifest.recipe)
     checkpoints = train_with_checkpoints(
-        zoo.architecture, ctx.dataset, zoo.manifest.seeds, recipe, TRAJECTORY_EPOCHS
+        zoo.architecture, ctx.dataset, zoo.manifest.seeds, recipe, trajectory_epochs(ctx)
     )
     result = average_template(zoo.architecture, checkpoints[recipe.epochs], seed=0)
     stacked = align_trajectories(zoo.architecture, checkpoints, result.permutations)
@@ -456,8 +466,8 @@ def pm(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def write_table(log_path: Path) -> None:
-    """Aggregate the log into bench/results/novelty_levers.{json,md}."""
+def write_table(log_path: Path, architecture: str) -> None:
+    """Aggregate the log into bench/results/novelty_levers_<architecture>.{json,md}."""
     rows = read_log(log_path)
     latest: dict[tuple, dict[str, Any]] = {}
     for row in rows:
@@ -517,14 +527,14 @@ def write_table(log_path: Path) -> None:
     payload = {
         "benchmark": "novelty_levers",
         "machine": machine(),
-        "architecture": ARCH,
+        "architecture": architecture,
         "zoo": zoos,
         "levers": table,
         "noise_curve": noise_table,
         "log": str(log_path),
     }
-    (RESULTS_DIR / "novelty_levers.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS_DIR / "novelty_levers.md").write_text(markdown(payload))
+    (RESULTS_DIR / f"novelty_levers_{architecture}.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS_DIR / f"novelty_levers_{architecture}.md").write_text(markdown(payload))
     print(markdown(payload))
 
 
