@@ -27,6 +27,8 @@ statistics half-way, which made eval-mode accuracy collapse (to ~10%) after shor
 
 Table: mean +/- std over the networks at 0, 1 and 5 epochs; JSON and table via
 bench.common.report, every per-network curve in the JSON, a plot in bench/results/transfer.png.
+A run of some `--families` keeps the other families' records of the last report, so families can
+be measured one run at a time.
 `--lr-sweep` instead compares learning rates on a validation split carved from the
 fine-tuning part (the test part is never used to choose).
 
@@ -34,6 +36,7 @@ Run: python -m bench.transfer [--quick] [--lr 1e-3] [--threads 1]
 """
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -349,6 +352,17 @@ def available_families(generators: Path, requested: list[str]) -> list[str]:
     return found
 
 
+def earlier_run(path: Path, families: list[str]) -> dict:
+    """The last report's records and learning rates of the families not run now (one family per
+    run is enough on a shared machine; the table and plot show them all)."""
+    if not path.is_file():
+        return {}
+    payload = json.loads(path.read_text())
+    records = [r for r in payload.get("records", []) if r["family"] not in families]
+    kept = {r["family"] for r in records}
+    return {"records": records, "lr": {k: v for k, v in payload.get("lr", {}).items() if k in kept}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -383,6 +397,9 @@ def main() -> None:
         inits = initializations(name, networks, args.generators, args.cache)
         lrs[name] = args.lr or LEARNING_RATES.get(name, DEFAULT_LR)
         records += run_family(name, inits, data, budgets, epochs, lrs[name])
+    earlier = earlier_run(RESULTS_DIR / f"{'transfer_quick' if args.quick else 'transfer'}.json", families)
+    records = earlier.get("records", []) + records
+    lrs = earlier.get("lr", {}) | lrs
     rows = [
         {
             "family": r["family"],
