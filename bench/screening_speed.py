@@ -1,14 +1,16 @@
 """Cheaper screening at the same quality: generation time against the accuracy and novelty it buys.
 
-For each screening variant (screening images, first-stage images) and ODE step count: the median
-seconds to generate `--count` networks in memory (no validation pass), the candidates drawn, and
-the generated networks' test accuracy (mean, std, min, share at or above the zoo's minimum),
-novelty ratio r and error IoU to the nearest zoo member. The thresholds of every variant are
+For each screening variant (screening images, first-stage images, and with `unsureP` only the
+images on which some zoo member gives the true class a probability below P are scored) and ODE
+step count: the median seconds to generate `--count` networks in memory (no validation pass), the
+candidates drawn, and the generated networks' test accuracy (mean, std, min, share at or above the
+zoo's minimum), novelty ratio r and error IoU to the nearest zoo member. The thresholds of every variant are
 computed from the zoo exactly as a build computes them (`screening_entry`), on the same
 deterministic training images the artifact stores; the first row is the previous shipped
 setting (2,500 images, one stage, RK4-16), the one every ratio is taken against.
 
 Run: python -m bench.screening_speed [--architecture mlp-fashion] [--zoo build/zoos/mlp-fashion]
+     [--variants 2500:0:16 1500:0:8:0.1 1500:0:8:0.1:unsure0.7] [--seeds 0 1 2 3 4]
 """
 
 import argparse
@@ -64,7 +66,8 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=[":".join(map(str, v)) for v in VARIANTS],
-        help="images:first-stage-images:rk4-steps[:quantile], the first one the baseline of the speedups",
+        help="images:first-stage-images:rk4-steps[:quantile[:unsureP]], the first one the baseline of the "
+        "speedups; `unsureP`: score only the images some zoo member gives below P on the true class",
     )
     args = parser.parse_args()
 
@@ -81,12 +84,15 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         images, early, steps = map(int, variant.split(":")[:3])
-        quantile = float(variant.split(":")[3]) if variant.count(":") == 3 else recipe.screening.quantile
+        extra = variant.split(":")[3:]
+        quantile = float(extra[0]) if extra else recipe.screening.quantile
+        unsure = float(extra[1].removeprefix("unsure")) if len(extra) > 1 else 0.0
         screening = ScreeningRecipe(
             images=images,
             quantile=quantile,
             max_candidates=recipe.screening.max_candidates,
             early_images=early,
+            unsure_below=unsure,
         )
         generator = with_screening(shipped, dataset, replace(recipe, screening=screening), zoo.zoo.stacked)
         for seed in args.seeds:
@@ -105,6 +111,8 @@ def main() -> None:
                     "first stage": early,
                     "rk4 steps": steps,
                     "quantile": quantile,
+                    "unsure below": unsure,
+                    "scored": len(generator.screening.subset or ()) or images,
                     "seed": seed,
                     "seconds": seconds,
                     "candidates": ensemble.metadata.screening_candidates,

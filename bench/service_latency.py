@@ -2,8 +2,8 @@
 real Redis, one worker process, uvicorn), against the same generation in process.
 
 The ratio is the service's overhead (queueing, the worker's result write, polling, HTTP
-download); the aim is <= 1.5x. Both sides are medians over `--repeats` runs with fresh seeds,
-after a warm-up run.
+download); the aim is <= 1.5x. Every path is the median over `--repeats` runs of the same seeds
+(1000, 1001, ...: the same networks, so the same screening work), after a warm-up run.
 
 Run: python -m bench.service_latency [--architecture mlp-fashion] [--count 100] [--repeats 5]
 """
@@ -83,25 +83,33 @@ def main() -> None:
     artifact = REPO / "generators" / args.architecture
     if not (artifact / "card.json").is_file():
         sys.exit(f"no generator artifact at {artifact}: build it first")
-    seeds = counter(1000)
+
+    def seeds() -> Iterator[int]:
+        return counter(1000)
 
     generator = Generator.load(artifact)
     generator.generate(1, seed=0)  # warm-up, as the worker does when it starts
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / "result.safetensors"
-        generate_s, _ = timed(lambda: generator.generate(args.count, next(seeds)), args.repeats)
+        # no validation pass, like a job that does not ask for one (the service's default)
+        plain = seeds()
+        generate_s, _ = timed(
+            lambda: generator.generate(args.count, next(plain), evaluate=False), args.repeats
+        )
+        written = seeds()
         generate_write_s, _ = timed(
-            lambda: write_result(target, generator.generate(args.count, next(seeds))),
+            lambda: write_result(target, generator.generate(args.count, next(written), evaluate=False)),
             args.repeats,
         )
 
     with embedded_server([artifact]) as url, Client(url) as client, tempfile.TemporaryDirectory() as scratch:
 
         def through_service() -> Path:
-            job = client.generate(args.architecture, args.count, seed=next(seeds))
+            job = client.generate(args.architecture, args.count, seed=next(served))
             return job.wait(timeout=600).download(Path(scratch) / f"{job.id}.safetensors")
 
-        through_service()  # warm-up
+        client.generate(args.architecture, args.count, seed=0).wait(timeout=600)  # warm-up
+        served = seeds()
         service_s, _ = timed(through_service, args.repeats)
 
     rows = [

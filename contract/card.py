@@ -49,6 +49,9 @@ class ScreeningEntry(BaseModel):
     # `early_images` is rejected without scoring the rest; 0 = one stage.
     early_images: int = Field(default=0, ge=0)
     early_threshold: float = 0.0
+    # Indices of the screening images scored (those some zoo member is unsure of); None: all of them.
+    # `threshold` and the first stage then refer to these images only.
+    subset: list[int] | None = None
 
 
 class SamplerEntry(BaseModel):

@@ -23,6 +23,7 @@ from deepweightflow.errors import ConnectionFailed, JobFailed, WaitTimeout, erro
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {502, 503, 504}
+LONG_POLL_S = 10.0  # the longest a Job.wait asks the server to hold one GET /jobs/{id}
 _FILENAME = re.compile(r"""filename="?([^";]+)"?""")
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ class Client:
     ):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries, self.backoff = retries, backoff
+        self.long_poll_s = min(LONG_POLL_S, timeout / 2)  # well inside the HTTP timeout
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> "Client":
@@ -139,7 +141,7 @@ class Client:
 
             def write(partial: Path) -> None:
                 with partial.open("wb") as handle:
-                    for chunk in response.iter_bytes():
+                    for chunk in response.iter_bytes(chunk_size=1 << 20):
                         handle.write(chunk)
 
             return atomic_write(target, write)
@@ -205,8 +207,11 @@ class Job:
     def ended(self) -> bool:
         return self.status in {"finished", "failed", "stopped", "canceled"}
 
-    def refresh(self) -> "Job":
-        self.data = self.client._send("GET", f"/jobs/{self.id}").json()
+    def refresh(self, wait: float = 0.0) -> "Job":
+        """Read the job again; with `wait` (s, at most 30), the server answers when its status or
+        progress changes, or after that long (a long poll)."""
+        params = {"wait": wait} if wait else None
+        self.data = self.client._send("GET", f"/jobs/{self.id}", params=params).json()
         return self
 
     def cancel(self) -> "Job":
@@ -217,19 +222,26 @@ class Job:
     def wait(
         self, progress: bool = False, timeout: float | None = None, poll_interval: float = 0.05
     ) -> "Job":
-        """Poll until the job ends (interval growing from `poll_interval` to 0.5 s); with `progress`,
-        draw a progress bar on stderr. Raises JobFailed unless it finished, WaitTimeout after `timeout`."""
+        """Long-poll until the job ends (the server answers within ~50 ms of the end, or when the
+        progress moves, or after `long_poll_s`); answers quicker than `poll_interval` without a
+        change are spaced by it. With `progress`, draw a progress bar on stderr. Raises JobFailed
+        unless it finished, WaitTimeout after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = _ProgressBar(self) if progress else None
         try:
-            interval = poll_interval
-            while not self.refresh().ended:
+            self.refresh()
+            while not self.ended:
                 if bar:
                     bar.update(self)
-                if deadline is not None and time.monotonic() >= deadline:
+                longest = self.client.long_poll_s
+                remaining = longest if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
                     raise WaitTimeout(f"job {self.id} still {self.status} after {timeout} s")
-                time.sleep(interval)
-                interval = min(interval * 1.5, 0.5)
+                asked, before = time.monotonic(), (self.status, self.data.get("progress"))
+                self.refresh(wait=min(remaining, longest))
+                unchanged = (self.status, self.data.get("progress")) == before
+                if unchanged and time.monotonic() - asked < poll_interval:
+                    time.sleep(poll_interval)  # a server without long polls: do not spin
             if bar:
                 bar.update(self)
         finally:

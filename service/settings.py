@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     # job_heartbeat_ttl s the worker counts as dead and another worker fails (or retries) its job.
     job_heartbeat_ttl: int = Field(default=60, ge=2)
     job_retries: int = Field(default=0, ge=0)  # times a job whose worker died is run again before failing
+    # GET /jobs/{id}?wait=S holds its answer until the job changes, at most min(S, long_poll_max_s) s
+    long_poll_max_s: float = Field(default=30.0, ge=0, le=30.0)
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> "Settings":

@@ -1,5 +1,6 @@
 """The job function rq runs: generate an ensemble, store it, report progress in job.meta."""
 
+import time
 from typing import Any
 
 from rq import get_current_job
@@ -8,11 +9,14 @@ from contract.jobs import JobRequest, JobSummary
 from models.generator import GeneratedEnsemble, write_result
 from worker.runtime import current_runtime
 
+PROGRESS_EVERY_S = 0.1  # the shortest interval between two progress writes to Redis
+
 
 def generate_ensemble(request: dict[str, Any]) -> dict[str, Any]:
     """Run one `contract.jobs.JobRequest`; returns (and stores in job.meta["result"]) its JobSummary.
 
-    Progress goes to `job.meta["progress"] = {"done", "total"}` as the sampler finishes chunks.
+    Progress goes to `job.meta["progress"] = {"done", "total"}` as the sampler finishes chunks (at
+    most every PROGRESS_EVERY_S; the end always).
     A stop request interrupts the generation; the result is only stored if none came. The result
     store (service.storage) publishes the file whole or not at all; if it cannot (results
     directory not writable or full, bucket unreachable) the job fails with its ResultStoreError.
@@ -24,10 +28,16 @@ def generate_ensemble(request: dict[str, Any]) -> dict[str, Any]:
     runtime = current_runtime()
     generator = runtime.generator(task.architecture)
 
+    last_saved = 0.0
+
     def report(done: int, total: int) -> None:
+        nonlocal last_saved
         runtime.check_stop()
+        if time.monotonic() - last_saved < PROGRESS_EVERY_S:
+            return  # a Redis write per screening block would cost more than the progress is worth
         job.meta["progress"] = {"done": done, "total": total}
         job.save_meta()
+        last_saved = time.monotonic()
 
     with runtime.interruptible():
         ensemble = generator.generate(

@@ -16,6 +16,7 @@ a request for n codes. Across devices they agree up to floating-point rounding.
 """
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from models.weightspace import eval_mode
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]  # (codes done, codes total)
 BLOCK_ROWS = 64  # rows per network call in generate_codes
+PARALLEL_ROW_DIM = 4096  # noise_rows draws rows at least this long on several threads
 ODE_STREAM = 0  # noise_rows stream of the ODE's starting points (models.generator uses others)
 
 
@@ -40,11 +42,22 @@ def noise_rows(count: int, dim: int, seed: int, start: int = 0, stream: int = OD
     if seed < 0 or start < 0:
         raise ValueError(f"seed and start must be >= 0, got {seed} and {start}")
     rows = torch.empty(count, dim)
-    generator = torch.Generator()
-    for offset, row in enumerate(rows):
-        entropy = np.random.SeedSequence((seed, stream, start + offset)).generate_state(2, np.uint32)
-        generator.manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
-        row.copy_(torch.randn(dim, generator=generator))
+
+    def fill(first: int, step: int) -> None:
+        generator = torch.Generator()
+        for offset in range(first, count, step):
+            entropy = np.random.SeedSequence((seed, stream, start + offset)).generate_state(2, np.uint32)
+            generator.manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+            torch.randn(dim, generator=generator, out=rows[offset])
+
+    # long rows (residual noise over every weight) are drawn on torch's threads at once: each row
+    # has its own generator, so the rows are the same whatever the thread count
+    workers = min(torch.get_num_threads(), count) if dim >= PARALLEL_ROW_DIM else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, range(workers), [workers] * workers))
+    else:
+        fill(0, 1)
     return rows
 
 

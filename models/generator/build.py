@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from contract.card import (
     AccuracyStats,
@@ -28,8 +29,8 @@ from models.flow import EncoderConfig, VelocityConfig, WeightEncoder, load_veloc
 from models.generator.artifact import read_card, write_artifact
 from models.generator.data_batches import pack_batches, unpack_batches
 from models.generator.recipe import GeneratorRecipe
-from models.weightspace import WeightLayout, predictions, recalibrate_batchnorm
-from models.zoo.datasets import Dataset
+from models.weightspace import WeightLayout, ensemble_size, predictions, probabilities, recalibrate_batchnorm
+from models.zoo.datasets import Dataset, Split
 from models.zoo.train import Recipe, describe_training
 
 if TYPE_CHECKING:
@@ -86,16 +87,37 @@ def screening_entry(
     module = architecture.build()
     state = recalibrate_batchnorm(module, canonical, batches.calibration)
     correct = predictions(module, state, batches.screening.images) == batches.screening.labels  # (K, N)
-    accuracy = correct.sum(1) / screening.images
+    subset = None
+    if screening.unsure_below:
+        subset = unsure_images(module, state, batches.screening, screening.unsure_below)
+        if len(subset) <= screening.early_images:
+            raise ValueError(
+                f"the zoo is sure of all but {len(subset)} of {screening.images} screening images: too "
+                "few to screen on; raise ScreeningRecipe.images or unsure_below, or set it to 0"
+            )
+        correct = correct[:, subset]
+    accuracy = correct.float().mean(1)
     early = correct[:, : screening.early_images].sum(1) / max(screening.early_images, 1)
     return ScreeningEntry(
         images=screening.images,
+        subset=None if subset is None else subset.tolist(),
         quantile=screening.quantile,
         threshold=torch.quantile(accuracy.double(), screening.quantile).item(),
         max_candidates=screening.max_candidates,
         early_images=screening.early_images,
         early_threshold=early.min().item() if screening.early_images else 0.0,
     )
+
+
+def unsure_images(
+    module: nn.Module, state: dict[str, torch.Tensor], split: Split, below: float
+) -> torch.Tensor:
+    """Indices (n,) of the images on which some network of the stacked state (K, ...) gives the true
+    class a probability below `below` (every misclassified image when `below` > 0.5)."""
+    true_class = probabilities(module, state, split.images).gather(
+        -1, split.labels.expand(ensemble_size(state), -1).unsqueeze(-1)
+    )
+    return (true_class.squeeze(-1) < below).any(0).nonzero().flatten()
 
 
 def zoo_entry(canonical: "CanonicalZoo", members: int | None = None) -> ZooEntry:

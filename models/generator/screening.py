@@ -39,12 +39,16 @@ class Screening:
     max_candidates: float  # candidates drawn per requested network at most
     early_images: int = 0  # first-stage images (0: one stage)
     early_threshold: float = 0.0  # the zoo members' lowest accuracy on them
+    subset: tuple[int, ...] | None = None  # the images scored (those a zoo member is unsure of); None: all
 
     def __post_init__(self) -> None:
         if self.images < 1 or not 0 <= self.quantile <= 1 or self.max_candidates < 1:
             raise ValueError(f"screening needs images >= 1, 0 <= quantile <= 1, max_candidates >= 1: {self}")
-        if not 0 <= self.early_images < self.images:
-            raise ValueError(f"screening needs 0 <= early_images < images: {self}")
+        scored = self.images if self.subset is None else len(self.subset)
+        if not 0 <= self.early_images < scored:
+            raise ValueError(f"screening needs 0 <= early_images < the images scored: {self}")
+        if self.subset is not None and not all(0 <= i < self.images for i in self.subset):
+            raise ValueError(f"screening subset indices must lie in 0..{self.images - 1}")
 
     def limit(self, count: int) -> int:
         """Candidates drawn at most for `count` networks: max_candidates * count in whole blocks."""
@@ -52,7 +56,18 @@ class Screening:
 
     @classmethod
     def from_entry(cls, entry: ScreeningEntry | None) -> "Screening | None":
-        return None if entry is None else cls(**entry.model_dump())
+        if entry is None:
+            return None
+        fields = entry.model_dump()
+        return cls(**fields | {"subset": None if entry.subset is None else tuple(entry.subset)})
+
+    def scored_batch(self, decoder: NetworkDecoder) -> Split:
+        """The screening images scored: the decoder's screening batch, or its `subset`."""
+        batch = decoder.batches.screening
+        if self.subset is None:
+            return batch
+        index = torch.tensor(self.subset, device=batch.labels.device)
+        return Split(batch.images[index], batch.labels[index])
 
     def screen(
         self,
@@ -98,7 +113,7 @@ class Screening:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy (count,) of finished candidates on the screening images, and (count,) bool: True
         where that covers all of them (False: rejected at the first stage, accuracy on its images)."""
-        batch = decoder.batches.screening
+        batch = self.scored_batch(decoder)
         if not self.early_images:
             return decoder.accuracy(state, batch), torch.ones(ensemble_size(state), dtype=torch.bool)
         head = Split(batch.images[: self.early_images], batch.labels[: self.early_images])

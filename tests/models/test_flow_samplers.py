@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.flow.samplers import METHODS, generate_codes, noise_rows, sample
+from models.flow.samplers import METHODS, PARALLEL_ROW_DIM, generate_codes, noise_rows, sample
 from models.flow.velocity import VelocityConfig, VelocityMLP
 
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
@@ -113,6 +113,21 @@ def test_noise_rows_depend_on_seed_stream_and_index_alone() -> None:
     assert abs(torch.corrcoef(rows)[0, 1:].abs().max().item()) < 0.15  # rows differ from each other
     with pytest.raises(ValueError, match="seed and start must be >= 0"):
         noise_rows(1, 3, seed=-1)
+
+
+def test_long_noise_rows_are_the_same_on_any_number_of_threads() -> None:
+    dim = PARALLEL_ROW_DIM  # long enough to be drawn on several threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = noise_rows(7, dim, seed=2, start=5)
+        torch.set_num_threads(3)
+        three = noise_rows(7, dim, seed=2, start=5)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    # row by row, each its own draw: the 4th row of the slice is row 8 of the stream alone
+    assert torch.equal(noise_rows(1, dim, seed=2, start=8)[0], three[3])
 
 
 def test_generate_codes_integrates_the_model_and_reports_progress() -> None:

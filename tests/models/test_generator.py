@@ -4,6 +4,7 @@ zoo -> canonicalize -> encoder + flow -> artifact -> generate -> accurate networ
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,7 +31,8 @@ from models.generator.recipe import (
     ScreeningRecipe,
 )
 from models.generator.sampling import residual_noise
-from models.weightspace import WeightLayout, batched_evaluate
+from models.generator.screening import Screening
+from models.weightspace import WeightLayout, batched_evaluate, predictions, probabilities
 from models.zoo.build import train_zoo
 from models.zoo.canonical import canonicalize_zoo, load_canonical_zoo
 from models.zoo.datasets import load_dataset
@@ -255,17 +257,17 @@ def test_evaluation_reports_the_flow_alone_beside_residual_noise(artifact, tmp_p
 
 
 def with_screening(
-    source: Path, destination: Path, threshold: float, max_candidates: float, **early: float
+    source: Path, destination: Path, threshold: float, max_candidates: float, **extra: Any
 ) -> Generator:
     """A copy of the artifact whose card screens candidates on its 512 training images
-    (`early`: early_images and early_threshold of a first stage)."""
+    (`extra`: early_images and early_threshold of a first stage, the subset scored)."""
     import shutil
 
     from contract.card import ScreeningEntry
 
     shutil.copytree(source, destination)
     screening = ScreeningEntry(
-        images=512, quantile=0.5, threshold=threshold, max_candidates=max_candidates, **early
+        images=512, quantile=0.5, threshold=threshold, max_candidates=max_candidates, **extra
     )
     update_card(
         destination,
@@ -276,10 +278,13 @@ def with_screening(
     return Generator.load(destination, device="cpu")
 
 
-def train_accuracy(generator: Generator, state: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(count,) accuracy on the first 512 training images: what screening scores."""
+def train_accuracy(
+    generator: Generator, state: dict[str, torch.Tensor], subset: list[int] | None = None
+) -> torch.Tensor:
+    """(count,) accuracy on the first 512 training images (or the `subset` of them): what screening scores."""
     train = load_dataset("digits").train
-    return batched_evaluate(generator.decoder.module, state, train.images[:512], train.labels[:512])[1]
+    index = torch.arange(512) if subset is None else torch.tensor(subset)
+    return batched_evaluate(generator.decoder.module, state, train.images[index], train.labels[index])[1]
 
 
 def candidate_scores(generator: Generator, count: int, seed: int) -> tuple[dict, torch.Tensor]:
@@ -331,6 +336,21 @@ def test_two_stage_screening_rejects_early_failures_and_keeps_the_same_rule(arti
     assert (early[:drawn] < early_threshold).any()  # the first stage did reject candidates
 
 
+def test_screening_on_a_subset_scores_those_images_only(artifact, tmp_path):
+    state, _ = candidate_scores(Generator.load(artifact[0], device="cpu"), 48, seed=3)
+    subset = list(range(0, 512, 7))  # 74 of the 512 images
+    on_subset = train_accuracy(Generator.load(artifact[0], device="cpu"), state, subset)
+    threshold = on_subset.median().item()
+    screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold, 6, subset=subset)
+    ensemble = screened.generate(8, seed=3, evaluate=False)
+    drawn = ensemble.metadata.screening_candidates
+    passing = (on_subset[:drawn] >= threshold).nonzero().flatten()[:8]
+    assert ensemble.metadata.screening_accepted == len(passing) == 8
+    assert all(torch.equal(ensemble.state[k], state[k][passing]) for k in state)
+    with pytest.raises(ValueError, match="subset indices"):
+        Screening(images=512, quantile=0.5, threshold=0.5, max_candidates=2, subset=(0, 512))
+
+
 def test_screening_fills_with_the_best_rejected_when_too_few_pass(artifact, tmp_path):
     screened = with_screening(artifact[0], tmp_path / "mlp-digits", threshold=1.01, max_candidates=2.5)
     ensemble = screened.generate(4, seed=9, evaluate=False)
@@ -359,6 +379,7 @@ def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
         "max_candidates": 3,
         "early_images": 0,
         "early_threshold": 0.0,
+        "subset": None,
     }
     two_stage = replace(recipe, screening=replace(recipe.screening, early_images=50))
     entry = screening_entry(zoo.stacked, zoo.architecture, dataset, two_stage)
@@ -366,6 +387,26 @@ def test_the_build_sets_the_threshold_at_the_zoo_quantile(artifact):
     assert (entry.early_images, entry.early_threshold) == (50, early.min().item())
     assert entry.threshold == pytest.approx(torch.quantile(accuracy.double(), 0.25).item())
     assert screening_entry(zoo.stacked, zoo.architecture, dataset, RECIPE) is None  # 0 images: off
+
+
+def test_screening_can_score_only_the_images_some_member_is_unsure_of(artifact):
+    from models.generator.build import screening_entry
+
+    zoo = load_canonical_zoo(artifact[1]).zoo
+    dataset = load_dataset("digits")
+    recipe = replace(RECIPE, screening=ScreeningRecipe(images=300, quantile=0.25, unsure_below=0.9))
+    entry = screening_entry(zoo.stacked, zoo.architecture, dataset, recipe)
+    module = zoo.architecture.build()
+    train = dataset.train
+    wrong = predictions(module, zoo.stacked, train.images[:300]) != train.labels[:300]  # (K, 300)
+    sure = probabilities(module, zoo.stacked, train.images[:300]).max(-1).values >= 0.9  # (K, 300)
+    unsure = (wrong | ~sure).any(0).nonzero().flatten()  # below 0.9 on the true class, for some member
+    assert entry.subset == unsure.tolist() and wrong.any(0).sum() < len(unsure) < 300
+    accuracy = 1 - wrong[:, unsure].float().mean(1)
+    assert entry.threshold == pytest.approx(torch.quantile(accuracy.double(), 0.25).item())
+    too_few = replace(recipe, screening=replace(recipe.screening, early_images=len(unsure)))
+    with pytest.raises(ValueError, match="too few to screen on"):
+        screening_entry(zoo.stacked, zoo.architecture, dataset, too_few)
 
 
 def test_evaluation_of_a_screening_generator_shows_what_screening_changes(artifact, tmp_path):

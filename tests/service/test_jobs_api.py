@@ -4,6 +4,7 @@ No worker runs here: a job is moved to `finished` the way a worker would record 
 (rq's status plus the result summary in job.meta); tests/e2e runs the real worker.
 """
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from contract.result_file import ResultMetadata
 from service.queue import SERIALIZER
 from service.settings import Settings
 from service.storage import result_path
+from tests.service.stack import app_for
 
 PROBLEM = "application/problem+json"
 
@@ -170,3 +172,35 @@ def test_weights_of_a_job_that_ended_without_them_say_they_never_will(api: TestC
         assert response.json()["detail"] == (
             f"job {job_id} is {status.value}: it ended without weights and will never have them"
         )
+
+
+def test_a_long_poll_answers_when_the_job_ends(api: TestClient, queue: Queue, settings: Settings) -> None:
+    job_id = _submit(api)
+    finisher = threading.Timer(0.3, _finish, (queue, settings, job_id, 60))
+    finisher.start()
+    started = time.monotonic()
+    response = api.get(f"/jobs/{job_id}", params={"wait": 20})
+    finisher.join()
+    assert response.status_code == 200 and response.json()["status"] == "finished"
+    assert time.monotonic() - started < 20  # answered at the end, not after the whole wait
+
+
+def test_a_long_poll_on_an_unchanged_job_answers_after_the_wait(api: TestClient) -> None:
+    job_id = _submit(api)  # no worker: it stays queued
+    started = time.monotonic()
+    response = api.get(f"/jobs/{job_id}", params={"wait": 0.3})
+    assert response.status_code == 200 and response.json()["status"] == "queued"
+    assert time.monotonic() - started >= 0.3
+    for wait in (-1, 31, "soon"):
+        response = api.get(f"/jobs/{job_id}", params={"wait": wait})
+        assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+        assert "wait" in response.text
+
+
+def test_the_server_cuts_a_long_poll_to_its_limit(settings: Settings) -> None:
+    with TestClient(app_for(settings.model_copy(update={"long_poll_max_s": 0.2}))) as api:
+        job_id = _submit(api)
+        started = time.monotonic()
+        response = api.get(f"/jobs/{job_id}", params={"wait": 30})
+        assert response.status_code == 200 and response.json()["status"] == "queued"
+        assert 0.2 <= time.monotonic() - started < 30
