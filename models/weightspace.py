@@ -123,19 +123,44 @@ def ensemble_size(stacked: StateDict) -> int:
     return next(iter(stacked.values())).shape[0]
 
 
+LOOP_SLICE = 250  # images per call when networks run one after the other (eval mode)
+
+
 def batched_forward(module: nn.Module, stacked: StateDict, x: torch.Tensor) -> torch.Tensor:
-    """Run K networks on one input batch at once: x (B, ...) -> logits (K, B, C).
+    """Run K networks on one input batch: x (B, ...) -> logits (K, B, C).
 
     `module` supplies the architecture (its own weights are ignored) and the
     train/eval mode. In train mode BatchNorm normalizes with batch statistics
     and updates the stacked running statistics in place, exactly as K separate
-    forwards would.
+    forwards would. Networks made of Linear layers only run as one vmapped call
+    (batched matrix products); others one after the other, since vmap turns a
+    convolution into a grouped one and attention into batched small products,
+    2.4-3.6x slower on a CPU than K plain forwards (ViT, ResNet-20, CNN), and in
+    eval mode on LOOP_SLICE images at a time (1,000 at once run half as fast).
     """
 
     def one(state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(module, state, (inputs,), tie_weights=False, strict=True)
 
-    return torch.vmap(one, in_dims=(0, None))(dict(stacked), x)
+    if _linear_only(module):
+        return torch.vmap(one, in_dims=(0, None))(dict(stacked), x)
+    # one network at a time: in eval mode on slices of the batch that stay in cache (~2x), in
+    # train mode on the whole batch (BatchNorm normalizes with the batch's statistics)
+    step = max(len(x), 1) if module.training else LOOP_SLICE
+    outputs = []
+    for i in range(ensemble_size(stacked)):
+        state = {k: v[i] for k, v in stacked.items()}
+        outputs.append(torch.cat([one(state, x[s : s + step]) for s in range(0, len(x), step)]))
+    return torch.stack(outputs)
+
+
+def _linear_only(module: nn.Module) -> bool:
+    """True if every layer with parameters of `module` is an nn.Linear (an MLP)."""
+    return all(
+        isinstance(layer, nn.Linear)
+        for layer in module.modules()
+        if next(layer.parameters(recurse=False), None) is not None
+    )
 
 
 @contextmanager

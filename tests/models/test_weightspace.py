@@ -5,6 +5,7 @@ import torch
 
 from models.architectures import ARCHITECTURES, get_architecture
 from models.weightspace import (
+    LOOP_SLICE,
     StateDictError,
     WeightLayout,
     batched_evaluate,
@@ -78,6 +79,16 @@ def test_batched_forward_equals_separate_forwards(name, train):
         if train:  # BatchNorm running statistics were updated exactly like a separate forward
             for key, value in net.state_dict().items():
                 assert torch.allclose(stacked[key][i].float(), value.float(), atol=1e-6), key
+
+
+def test_networks_run_one_by_one_on_slices_of_a_large_batch_give_the_same_logits():
+    nets = members("cnn-fashion", 2)  # convolutions: one network at a time, LOOP_SLICE images per call
+    x = torch.randn(LOOP_SLICE + 7, *get_architecture("cnn-fashion").input_shape)
+    stacked = stack_state_dicts([n.state_dict() for n in nets])
+    batched = batched_forward(get_architecture("cnn-fashion").build().eval(), stacked, x)
+    assert batched.shape == (2, LOOP_SLICE + 7, 10)
+    for i, net in enumerate(nets):
+        assert torch.allclose(batched[i], net.eval()(x), atol=1e-5, rtol=0)
 
 
 def test_batched_evaluate_matches_manual_accuracy():
