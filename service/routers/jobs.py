@@ -1,11 +1,13 @@
 """GET /jobs/{id}, GET /jobs/{id}/weights, DELETE /jobs/{id}."""
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -66,7 +68,7 @@ def _settled(queue: Queue, job: Job, settings: Settings) -> Job:
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=JOB_ERRORS)
-def get_job(
+async def get_job(
     job_id: str,
     queue: QueueDep,
     settings: SettingsDep,
@@ -86,13 +88,19 @@ def get_job(
     A started job whose worker died (no heartbeat for `job_heartbeat_ttl` s) is settled first:
     failed, saying so, or queued again while `job_retries` allow. With `wait`, the answer comes
     as soon as the job ends or its progress moves (so a client learns of the end within
-    WAIT_POLL_S instead of its own polling interval), at the latest after `wait` seconds.
+    WAIT_POLL_S instead of its own polling interval), at the latest after `wait` seconds. A
+    waiting request holds no thread: each read of the job runs on the thread pool, the waits
+    between them on the event loop.
     """
-    resource = job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
+
+    def read() -> JobResource:
+        return job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
+
+    resource = await run_in_threadpool(read)
     deadline = time.monotonic() + min(wait, settings.long_poll_max_s)
     while resource.status not in ENDED and time.monotonic() < deadline:
-        time.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0)))
-        latest = job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
+        await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0)))
+        latest = await run_in_threadpool(read)
         if (latest.status, latest.progress) != (resource.status, resource.progress):
             return latest
         resource = latest
