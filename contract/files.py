@@ -2,10 +2,12 @@
 
 Every writer in the project goes through `atomic_write` (one file) or `replace_directory`
 (a folder of files): the content is written under a temporary name in the same directory,
-flushed to disk, given the usual permissions (0666 less the umask, as `open` would; some
-writers, safetensors among them, create 0600 files), and renamed over the target.
+flushed to disk (or, where a caller chooses, flushed later), given the usual permissions
+(0666 less the umask, as `open` would; some writers, safetensors among them, create 0600
+files), and renamed over the target.
 """
 
+import contextlib
 import os
 import shutil
 import threading
@@ -34,16 +36,39 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and TEMPORARY_MARK in path.name
 
 
-def publish(temporary: Path, target: Path) -> None:
-    """Flush a finished temporary file, give it the umask's mode and rename it over `target`."""
-    with temporary.open("rb") as handle:
-        os.fsync(handle.fileno())
+def publish(temporary: Path, target: Path, flush: bool = True) -> None:
+    """Flush a finished temporary file, give it the umask's mode and rename it over `target`.
+
+    `flush=False` renames at once and leaves the flush to the caller (`flush_in_background`):
+    readers still see the whole file, but until it is flushed a power loss may truncate it.
+    """
+    if flush:
+        fsync(temporary)
     os.chmod(temporary, 0o666 & ~current_umask())
     os.replace(temporary, target)
 
 
-def atomic_write(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(path)` on a temporary path beside `target`, then publish it as `target`.
+def fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def flush_in_background(path: Path) -> threading.Thread:
+    """Flush `path` to disk on a new thread (not a daemon: the process waits for it at exit).
+    A file deleted or replaced meanwhile needs no flush."""
+
+    def flush() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fsync(path)
+
+    thread = threading.Thread(target=flush, name=f"flush {path.name}")
+    thread.start()
+    return thread
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], None], flush: bool = True) -> Path:
+    """Call `write(path)` on a temporary path beside `target`, then publish it as `target`
+    (`flush=False`: without waiting for the disk, as a download tool writes).
 
     Whatever `write` raises propagates and leaves neither the temporary file nor a partial
     target behind (an existing target is kept as it was).
@@ -52,7 +77,7 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], None]) -> Pa
     temporary = temporary_name(target)
     try:
         write(temporary)
-        publish(temporary, target)
+        publish(temporary, target, flush)
     finally:
         temporary.unlink(missing_ok=True)
     return target

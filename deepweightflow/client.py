@@ -144,7 +144,7 @@ class Client:
                     for chunk in response.iter_bytes(chunk_size=1 << 20):
                         handle.write(chunk)
 
-            return atomic_write(target, write)
+            return atomic_write(target, write, flush=False)  # whole or absent, as curl -o leaves it
 
 
 class _RetryableStatus(Exception):

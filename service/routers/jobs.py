@@ -121,7 +121,7 @@ WEIGHTS_RESPONSES = {
         {
             409: "the job has not finished yet (Retry-After), or ended without weights (failed, stopped, "
             "canceled): it never will have them",
-            410: "the result has expired",
+            410: "the result has expired, or was damaged in storage (submit the request again)",
         }
     ),
 }
@@ -165,6 +165,15 @@ def get_weights(
         ) from None
     if stored is None:
         raise ProblemError(410, "result-expired", f"the result of job {job_id} has expired")
+    if stored.size != resource.result.size_bytes:  # cut short, e.g. by a power loss before its flush
+        recorded = resource.result.size_bytes
+        log.error("job %s: stored result has %d bytes, the job recorded %d", job_id, stored.size, recorded)
+        raise ProblemError(
+            410,
+            "result-damaged",
+            f"the result of job {job_id} was damaged in storage ({stored.size} of {recorded} bytes); "
+            "submit the same request again: the same seed gives the same networks",
+        )
     request_ = resource.request
     filename = f"{request_.architecture}-x{request_.count}-seed{request_.seed}-{job_id}.safetensors"
     if isinstance(stored, OpenedResult) and stored.path is not None:

@@ -114,6 +114,23 @@ def test_result_file_gone_is_410(api: TestClient, queue: Queue, settings: Settin
     assert api.get(f"/jobs/{job_id}/weights").status_code == 410
 
 
+def test_result_cut_short_is_410_never_served(api: TestClient, queue: Queue, settings: Settings) -> None:
+    """A result the store flushed after publishing it can be cut short by a power loss: the API
+    compares its size with the job's record and refuses it, for a download and for HEAD."""
+    job_id = _submit(api)
+    content = _finish(queue, settings, job_id, expires_in=3600)
+    Path(result_path(settings.results_dir, job_id)).write_bytes(content[:-10])
+    for method in ("GET", "HEAD"):
+        response = api.request(method, f"/jobs/{job_id}/weights")
+        assert response.status_code == 410, method
+    problem = api.get(f"/jobs/{job_id}/weights").json()
+    assert problem["type"] == "/problems/result-damaged"
+    assert (
+        f"{len(content) - 10} of {len(content)} bytes" in problem["detail"]
+        and "same seed" in problem["detail"]
+    )
+
+
 def test_delete_cancels_a_queued_job(api: TestClient, queue: Queue) -> None:
     job_id = _submit(api)
     response = api.delete(f"/jobs/{job_id}")

@@ -6,6 +6,7 @@ and a store that cannot take a result says where and how to fix it.
 """
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,24 @@ def _save_checking_invisibility(store: ResultStore, job_id: str, content: bytes)
 
     stored = store.save(job_id, write)
     assert stored.size == len(content) and abs(stored.stored_at - time.time()) < 5
+
+
+def test_local_results_are_flushed_to_disk_after_they_are_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename does not wait for the disk; a background thread then fsyncs the published file."""
+    flushed: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    store = LocalResultStore(tmp_path / "results")
+    store.save("job-1", lambda path: path.write_bytes(b"weights"))
+    for thread in threading.enumerate():
+        if thread.name.startswith("flush "):
+            thread.join(timeout=10)
+    assert flushed == [str(result_path(tmp_path / "results", "job-1"))]
+    assert _stored_bytes(store, "job-1") == b"weights"
 
 
 def test_save_read_stat_and_delete(store: ResultStore, tmp_path: Path) -> None:
