@@ -89,9 +89,10 @@ class Screening:
         spare: list[dict[str, torch.Tensor]] = []
         spare_score: list[torch.Tensor] = []
         drawn = accepted = 0
+        batch = self.scored_batch(decoder)
         while accepted < count and drawn < limit:
             state = decoder.networks(candidates(drawn, SCREENING_BLOCK))
-            score, scored = self.scores(state, decoder)
+            score, scored = self.scores(state, decoder, batch)
             passed = scored & (score >= self.threshold)
             kept.append(rows(state, passed.nonzero().flatten()[: count - accepted]))
             accepted += len(kept[-1][next(iter(state))])
@@ -109,11 +110,11 @@ class Screening:
         return concat(kept), ScreeningCounts(drawn, accepted, filled)
 
     def scores(
-        self, state: dict[str, torch.Tensor], decoder: NetworkDecoder
+        self, state: dict[str, torch.Tensor], decoder: NetworkDecoder, batch: Split
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy (count,) of finished candidates on the screening images, and (count,) bool: True
-        where that covers all of them (False: rejected at the first stage, accuracy on its images)."""
-        batch = self.scored_batch(decoder)
+        """Accuracy (count,) of finished candidates on the screening images `batch` (scored_batch),
+        and (count,) bool: True where that covers all of them (False: rejected at the first stage,
+        accuracy on its images)."""
         if not self.early_images:
             return decoder.accuracy(state, batch), torch.ones(ensemble_size(state), dtype=torch.bool)
         head = Split(batch.images[: self.early_images], batch.labels[: self.early_images])
