@@ -207,10 +207,10 @@ class Job:
     def ended(self) -> bool:
         return self.status in {"finished", "failed", "stopped", "canceled"}
 
-    def refresh(self, wait: float = 0.0) -> "Job":
+    def refresh(self, wait: float = 0.0, until: str = "change") -> "Job":
         """Read the job again; with `wait` (s, at most 30), the server answers when its status or
-        progress changes, or after that long (a long poll)."""
-        params = {"wait": wait} if wait else None
+        progress changes (`until="end"`: when it ends), or after that long (a long poll)."""
+        params = {"wait": wait, "until": until} if wait else None
         self.data = self.client._send("GET", f"/jobs/{self.id}", params=params).json()
         return self
 
@@ -222,10 +222,10 @@ class Job:
     def wait(
         self, progress: bool = False, timeout: float | None = None, poll_interval: float = 0.05
     ) -> "Job":
-        """Long-poll until the job ends (the server answers within ~50 ms of the end, or when the
-        progress moves, or after `long_poll_s`); answers quicker than `poll_interval` without a
-        change are spaced by it. With `progress`, draw a progress bar on stderr. Raises JobFailed
-        unless it finished, WaitTimeout after `timeout`."""
+        """Long-poll until the job ends (the server answers within ~50 ms of the end, or, with
+        `progress`, when the progress moves, or after `long_poll_s`); answers quicker than
+        `poll_interval` without a change are spaced by it. With `progress`, draw a progress bar
+        on stderr. Raises JobFailed unless it finished, WaitTimeout after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = _ProgressBar(self) if progress else None
         try:
@@ -238,7 +238,7 @@ class Job:
                 if remaining <= 0:
                     raise WaitTimeout(f"job {self.id} still {self.status} after {timeout} s")
                 asked, before = time.monotonic(), (self.status, self.data.get("progress"))
-                self.refresh(wait=min(remaining, longest))
+                self.refresh(wait=min(remaining, longest), until="change" if bar else "end")
                 unchanged = (self.status, self.data.get("progress")) == before
                 if unchanged and time.monotonic() - asked < poll_interval:
                     time.sleep(poll_interval)  # a server without long polls: do not spin

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -78,32 +78,49 @@ async def get_job(
         Query(
             ge=0,
             le=MAX_WAIT_S,
-            description="long poll: answer when the job's status or progress changes, or after this "
-            "many seconds (0: at once; the server may cut it to its long_poll_max_s)",
+            description="long poll: answer when the job changes (see `until`), or after this many "
+            "seconds (0: at once; the server may cut it to its long_poll_max_s)",
         ),
     ] = 0,
+    until: Annotated[
+        Literal["change", "end"],
+        Query(
+            description="with `wait`: answer when the job's status or progress changes (change), "
+            "or only when it ends (end)"
+        ),
+    ] = "change",
 ) -> JobResource:
     """Status (rq's names), progress, timestamps, error and result summary of a job.
 
     A started job whose worker died (no heartbeat for `job_heartbeat_ttl` s) is settled first:
     failed, saying so, or queued again while `job_retries` allow. With `wait`, the answer comes
-    as soon as the job ends or its progress moves (so a client learns of the end within
-    WAIT_POLL_S instead of its own polling interval), at the latest after `wait` seconds. A
-    waiting request holds no thread: each read of the job runs on the thread pool, the waits
-    between them on the event loop.
+    as soon as the job ends (or, `until=change`, its status or progress moves), within
+    WAIT_POLL_S, at the latest after `wait` seconds. A waiting request holds no thread and
+    little CPU: every WAIT_POLL_S it reads only the job's raw status and meta fields from Redis
+    (on the thread pool), and reads the whole job only when they changed.
     """
 
     def read() -> JobResource:
         return job_resource(_settled(queue, _owned_job(queue, job_id, caller), settings))
 
+    def fingerprint() -> list[bytes | None]:
+        return queue.connection.hmget(Job.key_for(job_id), ["status", "meta"])
+
+    limit = min(wait, settings.long_poll_max_s)
+    seen = await run_in_threadpool(fingerprint) if limit else None  # read first: no change is missed
     resource = await run_in_threadpool(read)
-    deadline = time.monotonic() + min(wait, settings.long_poll_max_s)
+    deadline = time.monotonic() + limit
     while resource.status not in ENDED and time.monotonic() < deadline:
         await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0)))
-        latest = await run_in_threadpool(read)
-        if (latest.status, latest.progress) != (resource.status, resource.progress):
+        if (latest_seen := await run_in_threadpool(fingerprint)) == seen:
+            continue
+        seen, latest = latest_seen, await run_in_threadpool(read)
+        moved = (latest.status, latest.progress) != (resource.status, resource.progress)
+        if latest.status in ENDED or (until == "change" and moved):
             return latest
         resource = latest
+    if limit and resource.status not in ENDED:
+        resource = await run_in_threadpool(read)  # settles a job whose worker died meanwhile
     return resource
 
 

@@ -202,6 +202,37 @@ def test_a_long_poll_answers_when_the_job_ends(api: TestClient, queue: Queue, se
     assert time.monotonic() - started < 20  # answered at the end, not after the whole wait
 
 
+def test_a_long_poll_until_the_end_passes_over_progress(
+    api: TestClient, queue: Queue, settings: Settings
+) -> None:
+    """`until=end` answers at the job's end, not at a progress change before it; `until=change`
+    answers at the progress change."""
+    job_id = _submit(api)
+
+    def move_progress(done: int) -> None:
+        job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+        job.meta["progress"] = {"done": done, "total": 4}
+        job.save_meta()
+
+    timers = [
+        threading.Timer(0.2, move_progress, (1,)),
+        threading.Timer(0.5, move_progress, (2,)),  # passed over by the second long poll
+        threading.Timer(0.8, _finish, (queue, settings, job_id, 60)),
+    ]
+    for timer in timers:
+        timer.start()
+    started = time.monotonic()
+    changed = api.get(f"/jobs/{job_id}", params={"wait": 20})
+    assert changed.json()["status"] == "queued" and changed.json()["progress"] == {"done": 1, "total": 4}
+    assert time.monotonic() - started < 0.5
+    ended = api.get(f"/jobs/{job_id}", params={"wait": 20, "until": "end"})
+    for timer in timers:
+        timer.join()
+    assert ended.json()["status"] == "finished" and 0.8 <= time.monotonic() - started < 20
+    bad = api.get(f"/jobs/{job_id}", params={"wait": 1, "until": "soon"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM and "until" in bad.text
+
+
 def test_a_long_poll_on_an_unchanged_job_answers_after_the_wait(api: TestClient) -> None:
     job_id = _submit(api)  # no worker: it stays queued
     started = time.monotonic()
