@@ -29,6 +29,7 @@ def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
     assert rows["generated"]["count"] == generator.card.evaluation["count"] == EVALUATED.get(name, 100)
     functional = {"error_iou_median", "disagreement_median", "ensemble_accuracy_mean", "ensemble_nll_mean"}
     assert functional <= rows["generated"].keys() and functional <= rows["zoo"].keys()
+    assert generator.card.evaluation["frontier"], "every card carries the baselines at equal error IoU"
     if generator.screening is not None:  # the table shows what screening changes, against the same baseline
         assert "unscreened" in rows and any(k.startswith("noise@") and k.endswith("screened") for k in rows)
     assert (directory / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
