@@ -137,7 +137,7 @@ def available_families(generator: Generator) -> tuple[list[str], dict[str, str]]
     if not supports_repair(generator.decoder.module):
         reason = (
             "REPAIR is implemented for MLPs (Linear layers + activations) only; "
-            "networks with BatchNorm get BatchNorm recalibration instead"
+            "networks with BatchNorm get BatchNorm recalibration instead, LayerNorm ones (ViT) neither"
         )
         skipped = {name: reason for name in FAMILIES if name.endswith("+repair")}
     return [name for name in FAMILIES if name not in skipped], skipped
