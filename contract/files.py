@@ -49,6 +49,7 @@ def publish(temporary: Path, target: Path, flush: bool = True) -> None:
 
 
 def fsync(path: Path) -> None:
+    """Wait until `path`'s content is on disk."""
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
 
