@@ -19,27 +19,12 @@ import torch
 
 from bench.common import report
 from models.generator import Generator
-from models.generator.evaluation import accuracy_stats, errors_and_accuracy
-from models.generator.sampling import residual_noise
+from models.generator.measure import measure_row, zoo_reference
+from models.levers.samplers import ShapedResidualSampler
 from models.zoo.canonical import load_canonical_zoo
 from models.zoo.datasets import load_dataset
-from models.zoo.novelty import novelty
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shaped_decoder(generator: Generator, scale: torch.Tensor):
-    """The sampler's decode with residual noise N(0, diag(scale^2)) (scale: (D,)) per candidate,
-    drawn from the same per-candidate stream as the shipped isotropic noise."""
-    sampler = generator.sampler
-
-    def decode(codes: torch.Tensor, seed: int, start: int, residual: bool = True) -> torch.Tensor:
-        flat = sampler.encoder.decode(codes.to(sampler.device))
-        if residual:
-            flat = flat + residual_noise(len(codes), flat.shape[1], seed, 1.0, start).to(flat.device) * scale
-        return flat
-
-    return decode
 
 
 def main() -> None:
@@ -55,43 +40,38 @@ def main() -> None:
     if generator.screening is None:
         raise SystemExit(f"{args.architecture} has no screening: nothing to cap")
     val = load_dataset(generator.architecture.dataset).val
-    layout = generator.decoder.layout
-    zoo = load_canonical_zoo(args.zoo, None).zoo.stacked
-    zoo_flat = layout.flatten_stacked(zoo).float()
-    zoo_errors, zoo_accuracy = errors_and_accuracy(generator, zoo, val)
-    zoo_stats = accuracy_stats(zoo_accuracy)
+    reference = zoo_reference(generator, load_canonical_zoo(args.zoo, None).zoo.stacked, val)
     spread = generator.card.sampler.zoo_spread
-    per_weight = zoo_flat.std(0)
-    isotropic = torch.full_like(per_weight, 1.0)
-    shipped_decode, shipped_screening = generator.sampler.decode, generator.screening
+    directions = {"isotropic": torch.ones(reference.flat.shape[1]), "zoo": reference.flat.std(0)}
+    shipped_sampler, shipped_screening = generator.sampler, generator.screening
 
     rows = []
     for variant in args.variants:
         level, cap, *shape = variant.split(":")
-        direction = per_weight if shape == ["zoo"] else isotropic
-        scale = direction * (float(level) * spread / direction.norm())
-        generator.sampler.decode = shaped_decoder(generator, scale)
+        direction = directions["zoo" if shape == ["zoo"] else "isotropic"]
+        sigma = direction * (float(level) * spread / direction.norm())  # (D,), norm level x spread
+        generator.sampler = ShapedResidualSampler(shipped_sampler.flow, shipped_sampler.encoder, sigma)
         generator.screening = dataclasses.replace(shipped_screening, max_candidates=float(cap))
         start = time.perf_counter()
         ensemble = generator.generate(args.count, args.seed, evaluate=False)
         seconds = time.perf_counter() - start
-        errors, accuracy = errors_and_accuracy(generator, ensemble.state, val)
-        measured = novelty(layout.flatten_stacked(ensemble.state).float(), errors, zoo_flat, zoo_errors)
-        stats = accuracy_stats(accuracy, zoo_stats["min"])
+        measured, _ = measure_row(generator, ensemble.state, val, reference, args.seed)
         rows.append(
             {
                 "variant": variant,
-                "val acc %": stats["mean"],
-                "min %": stats["min"],
-                "share >= zoo min": stats["share_at_or_above_zoo_min"],
-                "r": measured.novelty_ratio,
-                "error IoU": measured.error_iou_median,
+                "val acc %": measured["mean"],
+                "min %": measured["min"],
+                "share >= zoo min": measured["share_at_or_above_zoo_min"],
+                "r": measured["novelty_ratio"],
+                "error IoU": measured["error_iou_median"],
+                "disagreement": measured["disagreement_median"],
                 "candidates": ensemble.metadata.screening_candidates,
                 "filled": ensemble.metadata.screening_filled,
                 "seconds": seconds,
             }
         )
-    generator.sampler.decode, generator.screening = shipped_decode, shipped_screening
+    generator.sampler, generator.screening = shipped_sampler, shipped_screening
+    zoo_stats = reference.stats
     report(
         f"residual_check_{args.architecture}",
         f"{args.architecture}: residual noise and candidates per network, validation split "
