@@ -8,11 +8,10 @@ Run: python -m bench.batched_eval [--architecture mlp-fashion] [--count 100] [--
 import argparse
 
 import torch
-from torch.func import functional_call
 
 from bench.common import report, timed
 from models.architectures import get_architecture
-from models.weightspace import batched_evaluate, eval_mode, stack_state_dicts
+from models.weightspace import batched_evaluate, eval_mode, stack_state_dicts, vmapped_forward
 from models.zoo.datasets import load_dataset
 
 
@@ -40,13 +39,10 @@ def main() -> None:
             )
 
     def vmapped() -> torch.Tensor:
-        def one(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(module, state, (x,), tie_weights=False, strict=True)
-
         with eval_mode(module), torch.no_grad():
             logits = torch.cat(
                 [
-                    torch.vmap(one, in_dims=(0, None))(dict(stacked), test.images[s : s + 1000])
+                    vmapped_forward(module, stacked, test.images[s : s + 1000])
                     for s in range(0, len(test), 1000)
                 ],
                 dim=1,

@@ -139,19 +139,28 @@ def batched_forward(module: nn.Module, stacked: StateDict, x: torch.Tensor) -> t
     eval mode on LOOP_SLICE images at a time (1,000 at once run half as fast).
     """
 
-    def one(state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-        return functional_call(module, state, (inputs,), tie_weights=False, strict=True)
-
     if _linear_only(module):
-        return torch.vmap(one, in_dims=(0, None))(dict(stacked), x)
+        return vmapped_forward(module, stacked, x)
     # one network at a time: in eval mode on slices of the batch that stay in cache (~2x), in
     # train mode on the whole batch (BatchNorm normalizes with the batch's statistics)
     step = max(len(x), 1) if module.training else LOOP_SLICE
     outputs = []
     for i in range(ensemble_size(stacked)):
         state = {k: v[i] for k, v in stacked.items()}
-        outputs.append(torch.cat([one(state, x[s : s + step]) for s in range(0, len(x), step)]))
+        outputs.append(torch.cat([_forward(module, state, x[s : s + step]) for s in range(0, len(x), step)]))
     return torch.stack(outputs)
+
+
+def vmapped_forward(module: nn.Module, stacked: StateDict, x: torch.Tensor) -> torch.Tensor:
+    """All K networks in one vmapped call: x (B, ...) -> logits (K, B, C) (batched_forward's path
+    for MLPs; for other families `bench.batched_eval` compares it with theirs)."""
+    return torch.vmap(lambda state, inputs: _forward(module, state, inputs), in_dims=(0, None))(
+        dict(stacked), x
+    )
+
+
+def _forward(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return functional_call(module, state, (x,), tie_weights=False, strict=True)
 
 
 def _linear_only(module: nn.Module) -> bool:
