@@ -244,6 +244,21 @@ def import_(
             console.print("[yellow]the members saw the validation split: validation figures are not held out")
 
 
+@zoo_app.command("merge")
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Complete zoos of one architecture and recipe.")],
+    out: Annotated[Path, typer.Option(help="Zoo directory to write (must not exist or be empty).")],
+) -> None:
+    """Merge zoos built apart with disjoint seeds (other machines, more members later) into one."""
+    with user_errors():
+        from models.zoo.merging import merge_zoos
+
+        with console.status(f"merging {len(sources)} zoos"):
+            manifest = merge_zoos(sources, out)
+        console.print(f"merged {manifest.size} members -> {out}")
+        print_accuracy_table(manifest)
+
+
 @zoo_app.command("canonicalize")
 def canonicalize(
     directory: Annotated[Path, typer.Argument(help="A complete zoo directory.")],

@@ -1,4 +1,4 @@
-"""`dwf zoo train | canonicalize | report`, including a build killed mid-way and resumed."""
+"""`dwf zoo train | merge | canonicalize | report`, including a build killed mid-way and resumed."""
 
 import json
 import os
@@ -44,6 +44,30 @@ def test_train_canonicalize_report(tmp_path):
     for text in ("test", "mean %", "mean pairwise L2 distance", "(best)"):
         assert text in result.output
     assert (out / "accuracy_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_parts_built_apart_and_refuse_a_canonical_zoo(tmp_path):
+    for name, first_seed in (("a", "0"), ("b", "2")):
+        args = [*TRAIN, "--members", "2", "--first-seed", first_seed, "--out", str(tmp_path / name)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["zoo", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "merged 4 members" in result.output and "mlp-digits zoo: 4 members" in result.output
+    assert load_zoo(tmp_path / "ab").manifest.seeds == [0, 1, 2, 3]
+
+    assert (
+        runner.invoke(app, ["zoo", "canonicalize", str(tmp_path / "a"), "--template", "medoid"]).exit_code
+        == 0
+    )
+    canonical = tmp_path / "a" / "canonical" / "medoid"
+    result = runner.invoke(
+        app, ["zoo", "merge", str(canonical), str(tmp_path / "b"), "--out", str(tmp_path / "c")]
+    )
+    assert result.exit_code == 1
+    assert "is a canonical zoo: merge the zoos it was made from" in " ".join(result.output.split())
 
 
 def test_user_errors_exit_1_with_a_message_not_a_traceback(tmp_path):
