@@ -136,6 +136,12 @@ GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
         screening=ScreeningRecipe(images=256),
         data=DataRecipe(calibration_size=256, validation_size=57),
     ),
+    # 1-D sequences: the default flow and residual noise, no screening (every member fits the
+    # 3,600 training signals perfectly, so training accuracy cannot tell candidates apart); the
+    # validation batch is the whole 400-signal validation split.
+    "mlp-mnist1d": GeneratorRecipe(
+        sampling=SamplingRecipe(residual_noise=0.10), data=DataRecipe(validation_size=400)
+    ),
 }
 
 

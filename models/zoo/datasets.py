@@ -5,16 +5,22 @@
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images), the fastest real data.
 - `breast-cancer`: scikit-learn's bundled Wisconsin breast cancer table (569 rows,
   30 real-valued features, 2 classes), the tabular modality.
+- `mnist1d`: MNIST-1D (Greydanus, 2020), 40-sample 1-D signals made from the ten digits'
+  templates by the `mnist1d` package with its default arguments (5,000 signals, seed 42:
+  4,000 train, 1,000 test), the 1-D sequence modality. Built locally, never downloaded.
 
 Images come as float32 (N, 1, H, W), standardized with the training split's
 pixel mean and std; tabular rows as float32 (N, F), each feature standardized
-with the training split's mean and std; labels as int64 (N,). Nothing is downloaded.
+with the training split's mean and std; 1-D signals as float32 (N, 1, L), standardized
+with the training split's mean and std (the same for every position, stated per position in
+the input contract); labels as int64 (N,). Nothing is downloaded.
 """
 
 import gzip
 import hashlib
 import math
 import os
+import random
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -254,6 +260,38 @@ def load_digits_dataset(val_size: int = 180, test_size: int = 360) -> Dataset:
     )
 
 
+def feature_dataset(
+    name: str,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    stats: tuple[np.ndarray, np.ndarray],
+    fingerprint: str,
+    classes: tuple[str, ...],
+    train_description: str,
+) -> Dataset:
+    """A dataset of float inputs (N, ...) standardized per feature: `stats` = (mean, std), each
+    (F,) over the flattened input; `splits` = (train, validation, test) row indices."""
+    mean, std = (torch.from_numpy(s.astype(np.float32)) for s in stats)
+
+    def to_split(rows: np.ndarray) -> Split:
+        x = torch.from_numpy(inputs[rows].astype(np.float32))
+        standardized = ((x.flatten(1) - mean) / std).view_as(x)
+        return Split(standardized.contiguous(), torch.from_numpy(labels[rows].astype(np.int64)))
+
+    return Dataset(
+        name,
+        *(to_split(rows) for rows in splits),
+        num_classes=len(classes),
+        fingerprint=fingerprint,
+        classes=classes,
+        raw_dtype="float32",
+        raw_range=(float(inputs.min()), float(inputs.max())),
+        train_description=train_description,
+        feature_stats=(tuple(mean.tolist()), tuple(std.tolist())),
+    )
+
+
 @lru_cache(maxsize=1)
 def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Dataset:
     from sklearn.datasets import load_breast_cancer
@@ -261,33 +299,54 @@ def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Data
     bunch = load_breast_cancer()
     features, labels = bunch.data.astype(np.float32), bunch.target.astype(np.int64)  # (569, 30), (569,)
     train, val, test = train_val_test_indices(len(labels), val_size, test_size)
-    mean, std = features[train].mean(0), features[train].std(0)
     digest = hashlib.sha256(f"breast-cancer:{SPLIT_SEED}".encode())
     digest.update(features.tobytes() + labels.tobytes())
-
-    def to_split(rows: np.ndarray) -> Split:
-        standardized = (torch.from_numpy(features[rows]) - torch.from_numpy(mean)) / torch.from_numpy(std)
-        return Split(standardized.contiguous(), torch.from_numpy(labels[rows]))
-
-    return Dataset(
+    return feature_dataset(
         "breast-cancer",
-        to_split(train),
-        to_split(val),
-        to_split(test),
-        num_classes=2,
-        fingerprint=digest.hexdigest(),
-        classes=tuple(str(name) for name in bunch.target_names),
-        raw_dtype="float32",
-        raw_range=(float(features.min()), float(features.max())),
-        train_description=(
-            f"scikit-learn's breast cancer table less a {test_size}-row test and a {val_size}-row "
-            f"validation split (seed {SPLIT_SEED}): {len(train)} rows"
-        ),
-        feature_stats=(tuple(mean.tolist()), tuple(std.tolist())),
+        features,
+        labels,
+        (train, val, test),
+        (features[train].mean(0), features[train].std(0)),
+        digest.hexdigest(),
+        tuple(str(name) for name in bunch.target_names),
+        f"scikit-learn's breast cancer table less a {test_size}-row test and a {val_size}-row "
+        f"validation split (seed {SPLIT_SEED}): {len(train)} rows",
     )
 
 
-DATASET_NAMES = ("digits", "fashion-mnist", "breast-cancer")
+@lru_cache(maxsize=1)
+def load_mnist1d_dataset(val_size: int = 400) -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # the package seeds numpy's and Python's global generators: leave them as they were
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        data = make_dataset(get_dataset_args())  # built from the templates, never downloaded
+    finally:
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        random.setstate(python_state)
+    signals = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)[:, None, :]  # (5000, 1, 40)
+    labels = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    keep, held = split_indices(len(data["y"]), val_size)
+    test = np.arange(len(data["y"]), len(labels))
+    mean, std = signals[keep].mean(), signals[keep].std()
+    length = signals.shape[-1]
+    digest = hashlib.sha256(f"mnist1d:{SPLIT_SEED}".encode())
+    digest.update(signals.tobytes() + labels.tobytes())
+    return feature_dataset(
+        "mnist1d",
+        signals,
+        labels,
+        (keep, held, test),
+        (np.full(length, mean), np.full(length, std)),
+        digest.hexdigest(),
+        tuple(str(d) for d in range(10)),
+        f"MNIST-1D's 4,000 training signals (the mnist1d package's defaults, seed 42) less a "
+        f"{val_size}-signal validation split (seed {SPLIT_SEED}): {len(keep):,} signals",
+    )
+
+
+DATASET_NAMES = ("digits", "fashion-mnist", "breast-cancer", "mnist1d")
 
 
 def load_dataset(name: str, data_dir: str | None = None, preprocessing: Standardize | None = None) -> Dataset:
@@ -299,6 +358,8 @@ def load_dataset(name: str, data_dir: str | None = None, preprocessing: Standard
         dataset = load_digits_dataset()
     elif name == "breast-cancer":
         dataset = load_breast_cancer_dataset()
+    elif name == "mnist1d":
+        dataset = load_mnist1d_dataset()
     else:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
     if preprocessing is None or preprocessing == dataset.preprocessing():
