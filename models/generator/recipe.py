@@ -136,11 +136,19 @@ GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
         screening=ScreeningRecipe(images=256),
         data=DataRecipe(calibration_size=256, validation_size=57),
     ),
-    # 1-D sequences: the default flow and residual noise, no screening (every member fits the
-    # 3,600 training signals perfectly, so training accuracy cannot tell candidates apart); the
-    # validation batch is the whole 400-signal validation split.
+    # 1-D sequences: 3x the default training, residual noise 0.10, screening on all 3,600 training
+    # signals. Every member fits them perfectly, so the threshold is 100% and at this noise no
+    # candidate reaches it: each network is the best of 4 candidates by training accuracy. Chosen
+    # on the validation split (`python -m bench.generator_sweep --architecture mlp-mnist1d --only
+    # shipped "iters x3" --residual 0 0.06 0.10 --screening-size 3600`, run while the recipe's
+    # flow had the default 20k steps): zoo 66.0%; with 20k steps the flow alone gives 62.6% and
+    # this setting 65.0% (93% at or above the zoo minimum, r 0.11); with 60k steps 64.2% and
+    # 65.2% (95%, r 0.10). The validation batch is the whole 400-signal validation split.
     "mlp-mnist1d": GeneratorRecipe(
-        sampling=SamplingRecipe(residual_noise=0.10), data=DataRecipe(validation_size=400)
+        flow=FlowRecipe(train=FlowTrainConfig(iterations=60_000, batch_size=64)),
+        sampling=SamplingRecipe(residual_noise=0.10),
+        screening=ScreeningRecipe(images=3600),
+        data=DataRecipe(validation_size=400),
     ),
 }
 

@@ -107,7 +107,9 @@ def test_per_feature_preprocessing_for_tabular_inputs() -> None:
     assert "per feature" in contract.usage()
 
 
-@pytest.mark.parametrize("name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer"])
+@pytest.mark.parametrize(
+    "name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "mlp-mnist1d"]
+)
 def test_shipped_cards_are_typed_and_carry_their_input_contract(name: str) -> None:
     card = read_card_file(REPO / "generators" / name / "card.json")
     assert card.input.dataset == card.dataset["name"] and card.input.shape == card.architecture.input_shape

@@ -17,7 +17,15 @@ EVALUATED = {"resnet20-fashion": 50}
 
 @pytest.mark.parametrize(
     "name",
-    ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "vit-fashion", "resnet20-fashion"],
+    [
+        "mlp-digits",
+        "mlp-fashion",
+        "cnn-fashion",
+        "mlp-breast-cancer",
+        "mlp-mnist1d",
+        "vit-fashion",
+        "resnet20-fashion",
+    ],
 )
 def test_shipped_generator_loads_within_budget_with_its_evaluation(name):
     directory = discover_generators(SHIPPED)[name]
