@@ -172,7 +172,8 @@ def test_a_stop_interrupts_a_job_between_progress_reports(queue, settings, run_w
         while _fetch(queue, job).get_status().value != "started":
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.01)
-        assert cancel(queue, _fetch(queue, job)) == "started"
+        # cancel re-reads the status after the request: the worker may have stopped the job already
+        assert cancel(queue, _fetch(queue, job)) in ("started", "stopped")
 
     stopper = threading.Thread(target=stop_when_started)
     stopper.start()
