@@ -266,12 +266,14 @@ def feature_dataset(
     labels: np.ndarray,
     splits: tuple[np.ndarray, np.ndarray, np.ndarray],
     stats: tuple[np.ndarray, np.ndarray],
-    fingerprint: str,
     classes: tuple[str, ...],
     train_description: str,
 ) -> Dataset:
-    """A dataset of float inputs (N, ...) standardized per feature: `stats` = (mean, std), each
-    (F,) over the flattened input; `splits` = (train, validation, test) row indices."""
+    """A dataset of float32 inputs (N, ...) and int64 labels (N,) standardized per feature:
+    `stats` = (mean, std), each (F,) over the flattened input; `splits` = (train, validation,
+    test) row indices. The fingerprint hashes the name, the split seed and every input and label."""
+    digest = hashlib.sha256(f"{name}:{SPLIT_SEED}".encode())
+    digest.update(inputs.tobytes() + labels.tobytes())
     mean, std = (torch.from_numpy(s.astype(np.float32)) for s in stats)
 
     def to_split(rows: np.ndarray) -> Split:
@@ -283,7 +285,7 @@ def feature_dataset(
         name,
         *(to_split(rows) for rows in splits),
         num_classes=len(classes),
-        fingerprint=fingerprint,
+        fingerprint=digest.hexdigest(),
         classes=classes,
         raw_dtype="float32",
         raw_range=(float(inputs.min()), float(inputs.max())),
@@ -299,15 +301,12 @@ def load_breast_cancer_dataset(val_size: int = 57, test_size: int = 114) -> Data
     bunch = load_breast_cancer()
     features, labels = bunch.data.astype(np.float32), bunch.target.astype(np.int64)  # (569, 30), (569,)
     train, val, test = train_val_test_indices(len(labels), val_size, test_size)
-    digest = hashlib.sha256(f"breast-cancer:{SPLIT_SEED}".encode())
-    digest.update(features.tobytes() + labels.tobytes())
     return feature_dataset(
         "breast-cancer",
         features,
         labels,
         (train, val, test),
         (features[train].mean(0), features[train].std(0)),
-        digest.hexdigest(),
         tuple(str(name) for name in bunch.target_names),
         f"scikit-learn's breast cancer table less a {test_size}-row test and a {val_size}-row "
         f"validation split (seed {SPLIT_SEED}): {len(train)} rows",
@@ -331,15 +330,12 @@ def load_mnist1d_dataset(val_size: int = 400) -> Dataset:
     test = np.arange(len(data["y"]), len(labels))
     mean, std = signals[keep].mean(), signals[keep].std()
     length = signals.shape[-1]
-    digest = hashlib.sha256(f"mnist1d:{SPLIT_SEED}".encode())
-    digest.update(signals.tobytes() + labels.tobytes())
     return feature_dataset(
         "mnist1d",
         signals,
         labels,
         (keep, held, test),
         (np.full(length, mean), np.full(length, std)),
-        digest.hexdigest(),
         tuple(str(d) for d in range(10)),
         f"MNIST-1D's 4,000 training signals (the mnist1d package's defaults, seed 42) less a "
         f"{val_size}-signal validation split (seed {SPLIT_SEED}): {len(keep):,} signals",
