@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .cnn import CNN, CNNConfig
+from .cnn import CNN, CNN1d, CNN1dConfig, CNNConfig
 from .mlp import MLP, MLPConfig
 from .resnet import ResNet, ResNetConfig
 from .vit import ViT, ViTConfig
@@ -14,6 +14,7 @@ from .vit import ViT, ViTConfig
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "mlp": (MLPConfig, MLP),
     "cnn": (CNNConfig, CNN),
+    "cnn1d": (CNN1dConfig, CNN1d),
     "resnet": (ResNetConfig, ResNet),
     "vit": (ViTConfig, ViT),
 }
@@ -89,6 +90,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             "mnist1d",
             (1, 40),
         ),
+        # The same signals through three conv-BN-ReLU-pool blocks of 32 channels (kernel 5, global
+        # average pooling): ~98% where an MLP stops at ~67%, at a quarter of its size.
+        Architecture("cnn-mnist1d", "cnn1d", CNN1dConfig(), "mnist1d", (1, 40)),
         # ResNet-18-sized (11.2M parameters) for benchmarks only; no zoo is trained for it.
         Architecture(
             "resnet18-cifar",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from models.architectures.cnn import CNNConfig
+from models.architectures.cnn import CNN1dConfig, CNNConfig
 from models.architectures.mlp import MLPConfig
 from models.architectures.resnet import ResNetConfig
 from models.architectures.vit import ViTConfig
@@ -76,9 +76,11 @@ def linear_axes(prefix: str, out_perm: str | None, in_perm: str | None) -> dict[
     return {f"{prefix}.weight": (out_perm, in_perm), f"{prefix}.bias": (out_perm,)}
 
 
-def conv_axes(prefix: str, out_perm: str | None, in_perm: str | None) -> dict[str, Axes]:
-    """weight (out, in, kh, kw) of a bias-free nn.Conv2d."""
-    return {f"{prefix}.weight": (out_perm, in_perm, None, None)}
+def conv_axes(
+    prefix: str, out_perm: str | None, in_perm: str | None, kernel_dims: int = 2
+) -> dict[str, Axes]:
+    """weight (out, in, *kernel) of a bias-free convolution with `kernel_dims` kernel axes."""
+    return {f"{prefix}.weight": (out_perm, in_perm, *(None,) * kernel_dims)}
 
 
 def mlp_spec(config: MLPConfig) -> PermutationSpec:
@@ -91,12 +93,13 @@ def mlp_spec(config: MLPConfig) -> PermutationSpec:
     return PermutationSpec(axes)
 
 
-def cnn_spec(config: CNNConfig) -> PermutationSpec:
+def cnn_spec(config: CNNConfig | CNN1dConfig) -> PermutationSpec:
     """Block i's channels carry `P_i` (conv output, its BatchNorm, next conv input, head input)."""
+    kernel_dims = 1 if isinstance(config, CNN1dConfig) else 2
     axes: dict[str, Axes] = {}
     previous = None
     for i in range(len(config.channels)):
-        axes |= conv_axes(f"blocks.{i}.conv", f"P_{i}", previous)
+        axes |= conv_axes(f"blocks.{i}.conv", f"P_{i}", previous, kernel_dims)
         axes |= batchnorm_axes(f"blocks.{i}.bn", f"P_{i}")
         previous = f"P_{i}"
     return PermutationSpec(axes | linear_axes("head", None, previous))
@@ -169,6 +172,7 @@ def vit_spec(config: ViTConfig) -> PermutationSpec:
 SPEC_BUILDERS: dict[str, Callable[[Any], PermutationSpec]] = {
     "mlp": mlp_spec,
     "cnn": cnn_spec,
+    "cnn1d": cnn_spec,
     "resnet": resnet_spec,
     "vit": vit_spec,
 }

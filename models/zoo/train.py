@@ -105,6 +105,8 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     # 3,600 signals: 57 steps per epoch; 60 epochs fit the training split (100%) and reach
     # ~67% on test, the MLP ceiling the MNIST-1D paper reports; weight decay 0.1 adds ~1 point.
     "mlp-mnist1d": Recipe(epochs=60, batch_size=64, lr=3e-3, weight_decay=0.1),
+    # 20 epochs fit the training split (~100%) and reach ~98% on test (one member trained alone).
+    "cnn-mnist1d": Recipe(epochs=20, batch_size=64, lr=3e-3, weight_decay=0.05),
     # One epoch of a 30k subset, AdamW: ~0.09 s per member-step, 100 members in ~35 minutes.
     "vit-fashion": Recipe(epochs=1, batch_size=128, lr=2e-3, weight_decay=0.05, train_subset=30_000),
 }
