@@ -72,6 +72,8 @@ zoos: $(STAMP)  ## train and canonicalize the registered zoos into build/zoos/ (
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-breast-cancer
 	$(DWF) zoo train mlp-mnist1d --members 100 --chunk-size 100 --threads 1 --out $(ZOOS)/mlp-mnist1d
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-mnist1d
+	$(DWF) zoo train cnn-mnist1d --members 100 --chunk-size 25 --threads 1 --out $(ZOOS)/cnn-mnist1d  # ~17 min
+	$(DWF) zoo canonicalize $(ZOOS)/cnn-mnist1d
 	$(DWF) zoo train vit-fashion --members 100 --threads 1 --out $(ZOOS)/vit-fashion  # ~35 min
 	$(DWF) zoo canonicalize $(ZOOS)/vit-fashion
 	$(DWF) zoo train resnet20-fashion --members 50 --chunk-size 5 --threads 2 --out $(ZOOS)/resnet20-fashion  # ~2 h
@@ -83,6 +85,7 @@ generators: $(STAMP)  ## rebuild the shipped generators/ from build/zoos/ (run `
 	$(DWF) generator build cnn-fashion --baseline-count 50 --steps 2,16  # convolutions on a CPU: fewer baseline networks
 	$(DWF) generator build mlp-breast-cancer
 	$(DWF) generator build mlp-mnist1d
+	$(DWF) generator build cnn-mnist1d
 	$(DWF) generator build vit-fashion --baseline-count 50 --steps 2,16
 	$(DWF) generator build resnet20-fashion --evaluate-count 0
 	$(DWF) generator evaluate resnet20-fashion --count 50 --baseline-count 20 --steps 16 --no-frontier --examples 1000  # ~1.4 ms per image-forward here: a smaller table

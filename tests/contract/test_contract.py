@@ -108,7 +108,7 @@ def test_per_feature_preprocessing_for_tabular_inputs() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "mlp-mnist1d"]
+    "name", ["mlp-digits", "mlp-fashion", "cnn-fashion", "mlp-breast-cancer", "mlp-mnist1d", "cnn-mnist1d"]
 )
 def test_shipped_cards_are_typed_and_carry_their_input_contract(name: str) -> None:
     card = read_card_file(REPO / "generators" / name / "card.json")

@@ -23,6 +23,7 @@ EVALUATED = {"resnet20-fashion": 50}
         "cnn-fashion",
         "mlp-breast-cancer",
         "mlp-mnist1d",
+        "cnn-mnist1d",
         "vit-fashion",
         "resnet20-fashion",
     ],
