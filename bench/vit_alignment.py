@@ -9,7 +9,8 @@ folded, stream rotated, MLP units and heads matched on activations); and the zoo
 distance under each (the canonical one from the zoo's summary). `--write-canonical DIR` also
 writes the whole zoo aligned functionally as DIR (a hard-linked copy of the zoo with
 `canonical/functional`, the summary's best), for `python -m bench.generator_sweep --zoo DIR`.
-Writes bench/results/vit_alignment.json.
+Writes bench/results/vit_alignment.json and docs/figures/vit_alignment.png (test loss and
+accuracy along each path).
 """
 
 import argparse
@@ -37,22 +38,53 @@ from models.zoo.store import load_zoo
 from models.zoo.templates import TemplateResult, flat_parameters, mean_pairwise_distance
 
 PATH_POINTS = 11  # t = 0, 0.1, ..., 1
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "vit_alignment.png"
+StraightPath = dict[str, list[float]]  # "loss" and "accuracy" (PATH_POINTS,) along one straight path
 CALIBRATION_IMAGES = 256  # training images whose activations alignment compares
 
 
-def path_figures(module: torch.nn.Module, a: dict, b: dict, test: Split) -> dict[str, float]:
-    """Barrier (max over t of loss(t) minus the endpoints' line) and accuracy at t = 0.1 and 0.5."""
+def straight_path(module: torch.nn.Module, a: dict, b: dict, test: Split) -> StraightPath:
+    """Test loss and accuracy % at t = 0, 0.1, ..., 1 on the straight path from a to b."""
     ts = torch.linspace(0, 1, PATH_POINTS)
     stacked = {k: torch.stack([(1 - t) * a[k] + t * b[k] for t in ts]) for k in a}
     losses, accuracy = batched_evaluate(module, stacked, test.images, test.labels)
-    barrier = float((losses - ((1 - ts) * losses[0] + ts * losses[-1])).max())
-    ends = 100 * float(accuracy[0] + accuracy[-1]) / 2
+    return {"loss": losses.tolist(), "accuracy": (100 * accuracy).tolist()}
+
+
+def path_figures(path: StraightPath) -> dict[str, float]:
+    """Barrier (max over t of loss(t) minus the endpoints' line) and accuracy at t = 0.1 and 0.5."""
+    ts, losses, accuracy = torch.linspace(0, 1, PATH_POINTS), torch.tensor(path["loss"]), path["accuracy"]
     return {
-        "barrier": barrier,
-        "ends acc %": ends,
-        "acc at t=0.1 %": 100 * float(accuracy[1]),
-        "acc at t=0.5 %": 100 * float(accuracy[PATH_POINTS // 2]),
+        "barrier": float((losses - ((1 - ts) * losses[0] + ts * losses[-1])).max()),
+        "ends acc %": (accuracy[0] + accuracy[-1]) / 2,
+        "acc at t=0.1 %": accuracy[1],
+        "acc at t=0.5 %": accuracy[PATH_POINTS // 2],
     }
+
+
+def plot(paths: dict[str, dict[str, StraightPath]], out: Path) -> None:
+    """One column per pair: test loss (top) and accuracy (bottom) against t, a line per alignment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(paths), figsize=(4 * len(paths), 6), squeeze=False, sharex=True)
+    ts = torch.linspace(0, 1, PATH_POINTS).tolist()
+    for column, (pair, by_alignment) in enumerate(paths.items()):
+        for name, path in by_alignment.items():
+            axes[0][column].plot(ts, path["loss"], marker=".", label=name)
+            axes[1][column].plot(ts, path["accuracy"], marker=".", label=name)
+        axes[0][column].set_title(f"members {pair}", fontsize=9)
+        axes[1][column].set_xlabel("t (straight path from one member to the other)")
+    axes[0][0].set_ylabel("test loss")
+    axes[1][0].set_ylabel("test accuracy %")
+    axes[1][0].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    print(f"wrote {out}")
 
 
 def write_functional_zoo(source: Path, out: Path, aligned: dict, reference: int, before: float) -> None:
@@ -107,7 +139,7 @@ def main() -> None:
     align_s = time.perf_counter() - start
     member = lambda stacked, i: {k: v[i] for k, v in stacked.items()}  # noqa: E731
     spec, module = spec_for(architecture), architecture.build()
-    rows = []
+    rows, paths = [], {}
     for pair in range(args.pairs):
         i, j = 2 * pair, 2 * pair + 1
         a, b = member(zoo.stacked, i), member(zoo.stacked, j)
@@ -115,13 +147,15 @@ def main() -> None:
         # The zoo-wide alignment puts both onto the zoo's mean targets; this one puts j onto i.
         pair_members = {k: torch.stack([a[k], b[k]]) for k in a}
         pairwise = functional_align(architecture, pair_members, images, reference=0, rounds=1)
-        for name, (x, y) in {
+        ends = {
             "as trained": (a, b),
             "weight matching + TransFusion": (a, matched),
             "functional (pair)": (member(pairwise, 0), member(pairwise, 1)),
             "functional (zoo targets)": (member(aligned, i), member(aligned, j)),
-        }.items():
-            rows.append({"pair": f"{i}-{j}", "alignment": name, **path_figures(module, x, y, test)})
+        }
+        paths[f"{i}-{j}"] = {name: straight_path(module, x, y, test) for name, (x, y) in ends.items()}
+        for name, path in paths[f"{i}-{j}"].items():
+            rows.append({"pair": f"{i}-{j}", "alignment": name, **path_figures(path)})
             print(rows[-1], flush=True)
     before = mean_pairwise_distance(flat_parameters(architecture, zoo.stacked))
     distances = {
@@ -132,8 +166,10 @@ def main() -> None:
         "functional (zoo targets)": mean_pairwise_distance(flat_parameters(architecture, aligned)),
     }
     extra = {"mean_pairwise_distance": distances, "functional_align_s": align_s, "rounds": args.rounds}
+    extra |= {"paths": paths}
     print({"mean pairwise distance": distances, "alignment s": round(align_s, 1)})
     report("vit_alignment", f"ViT alignment: {args.zoo} ({len(zoo.manifest.seeds)} members)", rows, extra)
+    plot(paths, FIGURE)
     if args.write_canonical:
         write_functional_zoo(args.zoo, args.write_canonical, aligned, reference, before)
 
