@@ -72,7 +72,7 @@ zoos: $(STAMP)  ## train and canonicalize the registered zoos into build/zoos/ (
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-breast-cancer
 	$(DWF) zoo train mlp-mnist1d --members 100 --chunk-size 100 --threads 1 --out $(ZOOS)/mlp-mnist1d
 	$(DWF) zoo canonicalize $(ZOOS)/mlp-mnist1d
-	$(DWF) zoo train cnn-mnist1d --members 100 --chunk-size 25 --threads 1 --out $(ZOOS)/cnn-mnist1d  # ~17 min
+	$(DWF) zoo train cnn-mnist1d --members 100 --chunk-size 25 --threads 1 --out $(ZOOS)/cnn-mnist1d  # ~35 min
 	$(DWF) zoo canonicalize $(ZOOS)/cnn-mnist1d
 	$(DWF) zoo train vit-fashion --members 100 --threads 1 --out $(ZOOS)/vit-fashion  # ~35 min
 	$(DWF) zoo canonicalize $(ZOOS)/vit-fashion
