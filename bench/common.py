@@ -35,6 +35,18 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
     return sorted(times)[len(times) // 2], result
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 90) -> Path:
+    """Lay out a matplotlib figure, write it as a PNG at `path` (folders made), close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
 def cell(value: Any) -> str:
     """A table cell: floats to 4 significant digits, None (not applicable) as a dash."""
     if value is None:

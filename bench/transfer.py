@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import RESULTS_DIR, report
+from bench.common import RESULTS_DIR, report, save_figure
 from models.architectures import Architecture, get_architecture
 from models.generator import Generator, read_card
 from models.weightspace import recalibrate_batchnorm
@@ -287,11 +287,7 @@ def plot(records: list[dict], path: Path) -> None:
         ax.set_ylabel("MNIST test accuracy %")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def lr_sweep(families: list[str], data: MnistSubset, args: argparse.Namespace) -> None:

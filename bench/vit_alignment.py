@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import report
+from bench.common import report, save_figure
 from contract.files import atomic_write_text
 from models.canon import apply_permutation, run_weight_matching, spec_for
 from models.canon.functional_alignment import functional_align
-from models.weightspace import batched_evaluate
+from models.weightspace import interpolation_path, loss_barrier
 from models.zoo.canonical import (
     CANONICAL_DIR,
     SUMMARY,
@@ -35,7 +35,7 @@ from models.zoo.canonical import (
 )
 from models.zoo.datasets import Split, load_dataset
 from models.zoo.store import load_zoo
-from models.zoo.templates import TemplateResult, flat_parameters, mean_pairwise_distance
+from models.zoo.templates import TemplateResult, flat_parameters, mean_pairwise_distance, member
 
 PATH_POINTS = 11  # t = 0, 0.1, ..., 1
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "vit_alignment.png"
@@ -45,17 +45,15 @@ CALIBRATION_IMAGES = 256  # training images whose activations alignment compares
 
 def straight_path(module: torch.nn.Module, a: dict, b: dict, test: Split) -> StraightPath:
     """Test loss and accuracy % at t = 0, 0.1, ..., 1 on the straight path from a to b."""
-    ts = torch.linspace(0, 1, PATH_POINTS)
-    stacked = {k: torch.stack([(1 - t) * a[k] + t * b[k] for t in ts]) for k in a}
-    losses, accuracy = batched_evaluate(module, stacked, test.images, test.labels)
+    losses, accuracy = interpolation_path(module, a, b, test.images, test.labels, PATH_POINTS)
     return {"loss": losses.tolist(), "accuracy": (100 * accuracy).tolist()}
 
 
 def path_figures(path: StraightPath) -> dict[str, float]:
     """Barrier (max over t of loss(t) minus the endpoints' line) and accuracy at t = 0.1 and 0.5."""
-    ts, losses, accuracy = torch.linspace(0, 1, PATH_POINTS), torch.tensor(path["loss"]), path["accuracy"]
+    accuracy = path["accuracy"]
     return {
-        "barrier": float((losses - ((1 - ts) * losses[0] + ts * losses[-1])).max()),
+        "barrier": loss_barrier(torch.tensor(path["loss"])),
         "ends acc %": (accuracy[0] + accuracy[-1]) / 2,
         "acc at t=0.1 %": accuracy[1],
         "acc at t=0.5 %": accuracy[PATH_POINTS // 2],
@@ -80,22 +78,20 @@ def plot(paths: dict[str, dict[str, StraightPath]], out: Path) -> None:
     axes[0][0].set_ylabel("test loss")
     axes[1][0].set_ylabel("test accuracy %")
     axes[1][0].legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    print(f"wrote {out}")
+    save_figure(fig, out)
 
 
-def write_functional_zoo(source: Path, out: Path, aligned: dict, reference: int, before: float) -> None:
-    """`out`: the zoo's files hard-linked, plus canonical/functional holding `aligned` (K, ...)."""
+def write_functional_zoo(
+    source: Path, out: Path, aligned: dict, reference: int, before: float, val: Split
+) -> None:
+    """`out`: the zoo's files hard-linked, plus canonical/functional holding `aligned` (K, ...)
+    (each member re-measured on the validation split `val`)."""
     out.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and not (out / path.name).exists():
             os.link(path, out / path.name)
     zoo = load_zoo(out)
-    dataset = load_dataset(zoo.architecture.dataset)
-    val_acc = validation_accuracy(zoo, aligned, dataset.val)
+    val_acc = validation_accuracy(zoo, aligned, val)
     template = {k: v.mean(0) for k, v in aligned.items()}
     after = mean_pairwise_distance(flat_parameters(zoo.architecture, aligned))
     info = {
@@ -137,7 +133,6 @@ def main() -> None:
     start = time.perf_counter()
     aligned = functional_align(architecture, zoo.stacked, images, reference, args.rounds)
     align_s = time.perf_counter() - start
-    member = lambda stacked, i: {k: v[i] for k, v in stacked.items()}  # noqa: E731
     spec, module = spec_for(architecture), architecture.build()
     rows, paths = [], {}
     for pair in range(args.pairs):
@@ -171,7 +166,7 @@ def main() -> None:
     report("vit_alignment", f"ViT alignment: {args.zoo} ({len(zoo.manifest.seeds)} members)", rows, extra)
     plot(paths, FIGURE)
     if args.write_canonical:
-        write_functional_zoo(args.zoo, args.write_canonical, aligned, reference, before)
+        write_functional_zoo(args.zoo, args.write_canonical, aligned, reference, before, dataset.val)
 
 
 if __name__ == "__main__":

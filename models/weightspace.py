@@ -211,6 +211,22 @@ def batched_evaluate(
     return total_loss / len(labels), correct / len(labels)
 
 
+def interpolation_path(
+    module: nn.Module, a: StateDict, b: StateDict, images: torch.Tensor, labels: torch.Tensor, points: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and accuracy (points,) at evenly spaced points of the straight path from state `a`
+    (t = 0) to state `b` (t = 1), evaluated as one batched ensemble."""
+    ts = torch.linspace(0, 1, points)
+    stacked = {k: torch.stack([(1 - t) * a[k] + t * b[k] for t in ts]) for k in a}
+    return batched_evaluate(module, stacked, images, labels)
+
+
+def loss_barrier(losses: torch.Tensor) -> float:
+    """Largest excess of the path's losses (points,) over the straight line between its ends."""
+    ts = torch.linspace(0, 1, len(losses))
+    return float((losses - ((1 - ts) * losses[0] + ts * losses[-1])).max())
+
+
 def predictions(
     module: nn.Module, stacked: StateDict, images: torch.Tensor, batch_size: int = 1000
 ) -> torch.Tensor:

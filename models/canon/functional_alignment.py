@@ -37,6 +37,7 @@ from torch import nn
 
 from models.architectures import Architecture
 from models.architectures.vit import ViTConfig
+from models.weightspace import stack_state_dicts, unstack_state_dicts
 
 StateDict = dict[str, torch.Tensor]
 
@@ -197,12 +198,11 @@ def functional_align(
             f"functional alignment supports the ViT family; {architecture.name} is {architecture.family}"
         )
     module = architecture.build()
-    count = next(iter(stacked.values())).shape[0]
-    config = architecture.config
-    folded = [fold_layernorms({k: v[i] for k, v in stacked.items()}, config) for i in range(count)]
+    folded = [fold_layernorms(member, architecture.config) for member in unstack_state_dicts(stacked)]
     targets = activations(module, folded[reference], images)
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         aligned = [align_to_targets(module, member, targets, images) for member in folded]
-        every = [activations(module, member, images) for member in aligned]
-        targets = {name: torch.stack([a[name] for a in every]).mean(0) for name in every[0]}
-    return {name: torch.stack([member[name] for member in aligned]) for name in aligned[0]}
+        if done < rounds:  # the next round's targets: the mean of these members' activations
+            every = [activations(module, member, images) for member in aligned]
+            targets = {name: torch.stack([a[name] for a in every]).mean(0) for name in every[0]}
+    return stack_state_dicts(aligned)

@@ -13,7 +13,7 @@ from torch import nn
 
 from models.architectures import Architecture, get_architecture
 from models.canon import MatchingResult, apply_permutation, random_permutation, run_weight_matching, spec_for
-from models.weightspace import batched_evaluate
+from models.weightspace import interpolation_path, loss_barrier
 from models.zoo.datasets import Dataset, Split, load_dataset
 
 pytestmark = pytest.mark.slow
@@ -47,20 +47,6 @@ def train(
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def path_losses(
-    arch: Architecture, a: StateDict, b: StateDict, split: Split, points: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test loss and accuracy (points,) at evenly spaced points from A (t=0) to B (t=1), one batched pass."""
-    ts = torch.linspace(0, 1, points)
-    stacked = {k: torch.stack([(1 - t) * a[k] + t * b[k] for t in ts]) for k in a}
-    return batched_evaluate(arch.build(), stacked, split.images, split.labels)
-
-
-def barrier(losses: torch.Tensor) -> float:
-    ts = torch.linspace(0, 1, len(losses))
-    return float((losses - ((1 - ts) * losses[0] + ts * losses[-1])).max())
-
-
 def barriers_before_and_after_matching(
     arch: Architecture, a: StateDict, b: StateDict, test: Split, points: int, label: str
 ) -> tuple[float, float, MatchingResult]:
@@ -69,11 +55,12 @@ def barriers_before_and_after_matching(
     spec = spec_for(arch)
     result = run_weight_matching(spec, a, b, seed=0)
     aligned = apply_permutation(spec, result.permutations, b)
-    losses_before, accuracy_before = path_losses(arch, a, b, test, points)
-    losses_after, accuracy_after = path_losses(arch, a, aligned, test, points)
+    module, images, labels = arch.build(), test.images, test.labels
+    losses_before, accuracy_before = interpolation_path(module, a, b, images, labels, points)
+    losses_after, accuracy_after = interpolation_path(module, a, aligned, images, labels, points)
     assert accuracy_before[0] > 0.75 and accuracy_before[-1] > 0.75, "endpoints are not trained networks"
     assert abs(float(losses_after[-1] - losses_before[-1])) < 1e-4, "matching changed B's function"
-    before, after = barrier(losses_before), barrier(losses_after)
+    before, after = loss_barrier(losses_before), loss_barrier(losses_after)
     mid = points // 2
     print(
         f"\n{arch.name} ({label}): test-loss barrier {before:.4f} before matching, {after:.4f} after; "
